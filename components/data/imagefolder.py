@@ -1,0 +1,54 @@
+"""A user's class-per-folder images (`root/<class>/<image>`), resized and held in memory."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torchvision.datasets import ImageFolder
+from torchvision.transforms import v2
+
+from components.data.base import DataNotFoundError, split_arrays
+
+
+class ImageFolderSource:
+    """Images are resized to `image_size` (height, width) and converted to `channels` (1 or 3)."""
+
+    def __init__(
+        self,
+        root: str,
+        image_size: Sequence[int] = (32, 32),
+        channels: int = 3,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+    ) -> None:
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise DataNotFoundError(
+                f"image folder {self.root} does not exist. Point data.root at a folder with one "
+                "sub-folder per class (ROOT/cat/1.png, ROOT/dog/2.jpg, …)."
+            )
+        if not any(p.is_dir() for p in self.root.iterdir()):
+            raise DataNotFoundError(
+                f"image folder {self.root} has no class sub-folders. Put each class's images in its "
+                "own sub-folder (ROOT/cat/1.png, ROOT/dog/2.jpg, …)."
+            )
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        self.image_size, self.channels = tuple(image_size), channels
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
+
+    def load(self, seed: int) -> "Splits":  # noqa: F821
+        transform = v2.Compose(
+            [
+                v2.PILToTensor(),
+                v2.Grayscale(1) if self.channels == 1 else v2.RGB(),
+                v2.Resize(self.image_size, antialias=True),
+            ]
+        )
+        folder = ImageFolder(str(self.root), transform=transform)
+        if len(folder) == 0:
+            raise DataNotFoundError(f"image folder {self.root} holds no readable images")
+        x = torch.stack([img for img, _ in folder])
+        y = torch.as_tensor(folder.targets, dtype=torch.int64)
+        return split_arrays(x, y, list(folder.classes), self.val_fraction, self.test_fraction, seed)

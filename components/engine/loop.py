@@ -1,0 +1,152 @@
+"""The per-worker training loop: `train_one_epoch` / `evaluate` / `TrainLoop.fit`.
+
+Works with world size 1 and no Ray (tests, probes) and inside a Ray Train worker with DDP;
+the only difference is the `model` handed in (DDP-wrapped or not) and whether
+`torch.distributed` is initialised for reducing metrics.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import time
+
+import torch
+from torch import nn
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from components.data import Split
+from components.engine.batches import batches, shard_indices
+from components.engine.callbacks import Callback, CallbackList
+from components.preprocess import Normalizer
+
+
+def _to_float(x: torch.Tensor) -> torch.Tensor:
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
+
+
+def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    """Sums per-worker totals over all workers (a no-op without torch.distributed)."""
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+@dataclass
+class TrainLoop:
+    """Everything one worker needs to train. `batch_size` is per worker (global / world size).
+
+    `scheduler_interval` is "epoch" or "step": when the scheduler's `step()` is called.
+    Every optimizer is stepped with a closure, so closure optimizers (L-BFGS) work unchanged.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    train: Split
+    val: Split
+    test: Split
+    normalizer: Normalizer
+    augment: nn.Module
+    batch_size: int
+    epochs: int
+    device: torch.device
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    scheduler_interval: str = "epoch"
+    callbacks: list[Callback] = field(default_factory=list)
+    start_epoch: int = 1
+    step: int = 0  # optimizer steps taken so far, over all epochs
+
+    def __post_init__(self) -> None:
+        self.hooks = CallbackList(self.callbacks)
+        # The underlying module (DDP keeps it in .module): evaluation and checkpoints use it.
+        self.module = getattr(self.model, "module", self.model)
+        self.train, self.val, self.test = (
+            Split(s.x.to(self.device), s.y.to(self.device)) for s in (self.train, self.val, self.test)
+        )
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def train_one_epoch(self, epoch: int) -> dict[str, float]:
+        self.model.train()
+        index = shard_indices(len(self.train), self.rank, self.world_size, shuffle_seed=self.seed * 100_003 + epoch)
+        total_loss = correct = count = 0.0
+        start = time.perf_counter()
+        for xb, yb in batches(self.train.x, self.train.y, index.to(self.device), self.batch_size):
+            xb = self.normalizer(self.augment(_to_float(xb)))
+            outputs: dict[str, torch.Tensor] = {}
+
+            def closure() -> torch.Tensor:
+                self.optimizer.zero_grad(set_to_none=True)
+                logits = self.model(xb)
+                loss = F.cross_entropy(logits, yb)
+                loss.backward()
+                outputs["logits"], outputs["loss"] = logits, loss
+                return loss
+
+            self.optimizer.step(closure)
+            self.step += 1
+            if self.scheduler is not None and self.scheduler_interval == "step":
+                self.scheduler.step()
+            with torch.no_grad():
+                n = len(yb)
+                total_loss += outputs["loss"].detach() * n
+                correct += (outputs["logits"].argmax(1) == yb).sum()
+                count += n
+            self.hooks.on_step_end(self, self.step, None)
+        seconds = time.perf_counter() - start
+        loss_sum, correct_sum, n_sum = _all_reduce_sum([float(total_loss), float(correct), count], self.device)
+        return {
+            "train/loss": loss_sum / max(n_sum, 1),
+            "train/acc": correct_sum / max(n_sum, 1),
+            "train/images_per_s": n_sum / max(seconds, 1e-9),
+            "train/epoch_s": seconds,
+        }
+
+    @torch.no_grad()
+    def evaluate(self, split: Split, prefix: str) -> dict[str, float]:
+        self.module.eval()
+        index = shard_indices(len(split), self.rank, self.world_size).to(self.device)
+        total_loss = correct = 0.0
+        for xb, yb in batches(split.x, split.y, index, max(self.batch_size, 256)):
+            logits = self.module(self.normalizer(_to_float(xb)))
+            total_loss += float(F.cross_entropy(logits, yb, reduction="sum"))
+            correct += float((logits.argmax(1) == yb).sum())
+        loss_sum, correct_sum, n_sum = _all_reduce_sum([total_loss, correct, float(len(index))], self.device)
+        return {f"{prefix}/loss": loss_sum / max(n_sum, 1), f"{prefix}/acc": correct_sum / max(n_sum, 1)}
+
+    def fit(self) -> dict[str, float]:
+        self.hooks.on_fit_start(self)
+        metrics: dict[str, float] = {}
+        for epoch in range(self.start_epoch, self.epochs + 1):
+            lr = self.lr  # the lr this epoch trained with
+            metrics = {"epoch": epoch, **self.train_one_epoch(epoch), **self.evaluate(self.val, "val"), "lr": lr}
+            metrics["gap/train_val_acc"] = metrics["train/acc"] - metrics["val/acc"]
+            if self.scheduler is not None and self.scheduler_interval == "epoch":
+                self.scheduler.step()
+            if epoch == self.epochs:
+                metrics.update(self.evaluate(self.test, "test"))
+            self.hooks.on_epoch_end(self, epoch, metrics)
+        self.hooks.on_fit_end(self, metrics)
+        return metrics
+
+    def state_dict(self, epoch: int) -> dict:
+        """What resuming needs besides the weights: tensors and plain containers only."""
+        return {
+            "epoch": epoch,
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.start_epoch, self.step = state["epoch"] + 1, state["step"]

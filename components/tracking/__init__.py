@@ -1,0 +1,20 @@
+"""MLflow tracking helpers: store URIs, run metadata and a per-epoch logging callback."""
+from components.tracking.mlflow_utils import (
+    MlflowEpochLogger,
+    TrackingUnreachableError,
+    check_reachable,
+    default_tracking_uri,
+    ensure_experiment,
+    environment_tags,
+    flatten,
+)
+
+__all__ = [
+    "MlflowEpochLogger",
+    "TrackingUnreachableError",
+    "check_reachable",
+    "default_tracking_uri",
+    "ensure_experiment",
+    "environment_tags",
+    "flatten",
+]

@@ -1,0 +1,109 @@
+"""MLflow glue that needs no config: URIs, reachability, tags, flattening, epoch logging."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib import metadata
+import os
+from pathlib import Path
+import platform
+import socket
+import subprocess
+from typing import Any
+import urllib.error
+import urllib.request
+
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+from components.engine.callbacks import Callback
+
+
+class TrackingUnreachableError(ConnectionError):
+    """The MLflow tracking store cannot be reached or created."""
+
+
+def default_tracking_uri(output_dir: str | os.PathLike) -> str:
+    """The embedded store: a SQLite file (the Model Registry needs a database) in the output folder."""
+    return f"sqlite:///{Path(output_dir).resolve() / 'mlflow.db'}"
+
+
+def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """Raises TrackingUnreachableError unless an http(s) server answers /health or a local
+    store's folder can be created."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as r:
+                if r.status == 200:
+                    return
+                raise TrackingUnreachableError(f"{uri}/health answered HTTP {r.status}")
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            raise TrackingUnreachableError(f"no MLflow server answers at {uri} ({getattr(e, 'reason', e)})") from e
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise TrackingUnreachableError(f"cannot create the folder {folder} for {uri} ({e})") from e
+        if not os.access(folder, os.W_OK):
+            raise TrackingUnreachableError(f"the folder {folder} for {uri} is not writable")
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
+    """The experiment's id, creating it (with `artifact_location`, for local stores) if needed."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location)
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} → {"a.b": 1}; lists stay values."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def _git_commit(cwd: Path) -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
+        if sha.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, timeout=5)
+        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def environment_tags(project_dir: str | os.PathLike) -> dict[str, str]:
+    """git commit, library versions and host: what a result needs to be reproduced."""
+    tags = {
+        "git.commit": _git_commit(Path(project_dir)),
+        "host": socket.gethostname(),
+        "version.python": platform.python_version(),
+    }
+    for lib in ("raysitter", "torch", "torchvision", "ray", "mlflow", "hydra-core"):
+        try:
+            tags[f"version.{lib}"] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            tags[f"version.{lib}"] = "not installed"
+    return tags
+
+
+class MlflowEpochLogger(Callback):
+    """Logs every epoch's reduced metrics to an existing run (step = epoch). Rank 0 only."""
+
+    def __init__(self, tracking_uri: str, run_id: str) -> None:
+        self.client = MlflowClient(tracking_uri)
+        self.run_id = run_id
+
+    def on_epoch_end(self, loop: Any, epoch: int, metrics: dict[str, float]) -> None:
+        import time
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, epoch) for k, v in metrics.items() if k != "epoch"]
+        self.client.log_batch(self.run_id, metrics=batch, synchronous=True)

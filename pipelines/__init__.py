@@ -1,0 +1,1 @@
+"""Entry points that compose components from Hydra configs and hand them to Ray."""

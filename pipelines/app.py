@@ -1,0 +1,62 @@
+"""Turns a pipeline function into a Hydra app with raysitter's conventions.
+
+- configs come from the packaged `conf/` folder;
+- `group.sub=option` is accepted for nested config groups (`model.activation=elu` means
+  `model/activation=elu`), so every choice reads like a config key;
+- a `UserError` prints one paragraph and exits 2; Hydra's own composition errors (an unknown
+  group option, a bad override) also exit 2; failures while running exit 1.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+import sys
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+import conf
+from pipelines.errors import UserError, report_and_exit
+
+CONF_DIR = Path(conf.__file__).parent
+
+
+def rewrite_group_overrides(args: Sequence[str], conf_dir: Path = CONF_DIR) -> list[str]:
+    """`model.activation=elu` → `model/activation=elu` when conf/model/activation/ is a group."""
+    out = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and "." in key and not key.startswith(("-", "+", "~", "hydra.")) and (conf_dir / key.replace(".", "/")).is_dir():
+            arg = f"{key.replace('.', '/')}={value}"
+        out.append(arg)
+    return out
+
+
+def hydra_app(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[..., Any]]:
+    def decorate(task: Callable[[DictConfig], Any]) -> Callable[..., Any]:
+        entered = False
+
+        @hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")
+        def hydra_task(cfg: DictConfig) -> Any:
+            nonlocal entered
+            entered = True
+            try:
+                return task(cfg)
+            except UserError as e:
+                report_and_exit(e)
+
+        def run(argv: Sequence[str] | None = None, prog: str | None = None) -> Any:
+            args = list(sys.argv[1:] if argv is None else argv)
+            sys.argv = [prog or sys.argv[0], *rewrite_group_overrides(args)]
+            try:
+                return hydra_task()
+            except SystemExit as e:
+                if e.code not in (0, None) and not entered:
+                    raise SystemExit(2) from None  # Hydra refused the config or the overrides
+                raise
+
+        run.task = task  # the undecorated pipeline, for tests
+        return run
+
+    return decorate

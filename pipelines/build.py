@@ -1,0 +1,57 @@
+"""Builds components from a plain resolved config dict (what crosses into Ray workers).
+
+The only place that maps config nodes to objects: everything goes through `_target_`.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from hydra.utils import instantiate
+import torch
+from torch import nn
+
+from components.optim import build_optimizer
+from components.preprocess import Normalizer
+
+SCHEDULER_KEYS = ("interval",)  # scheduler-node keys that are ours, not the scheduler class's
+
+
+def make(node: dict[str, Any], **kwargs: Any) -> Any:
+    return instantiate(node, _convert_="all", **kwargs)
+
+
+def data_source(data: dict[str, Any]) -> Any:
+    return make(data)
+
+
+def normalizer(preprocess: dict[str, Any], x_train: torch.Tensor) -> Normalizer:
+    return make(preprocess).fit(x_train)
+
+
+def model(node: dict[str, Any], input_shape: Sequence[int], num_classes: int) -> nn.Module:
+    return make(node, input_shape=list(input_shape), num_classes=num_classes)
+
+
+def optimizer(node: dict[str, Any], net: nn.Module) -> torch.optim.Optimizer:
+    return build_optimizer(make(node), net)
+
+
+def scheduler(node: dict[str, Any], opt: torch.optim.Optimizer) -> tuple[Any, str]:
+    """The scheduler and when to step it ("epoch" or "step")."""
+    args = {k: v for k, v in node.items() if k not in SCHEDULER_KEYS}
+    return make(args)(opt), node.get("interval", "epoch")
+
+
+def augment(node: dict[str, Any]) -> nn.Module:
+    return make(node)
+
+
+def model_from_checkpoint(directory: str) -> tuple[nn.Module, Normalizer, dict[str, Any]]:
+    """Rebuilds the model a checkpoint describes and loads its weights (no pickled code)."""
+    from components.engine.checkpoint import load_weights, read_meta
+
+    meta = read_meta(directory)
+    net = model(meta["config"]["model"], meta["input_shape"], len(meta["classes"]))
+    load_weights(net, directory)
+    return net.eval(), Normalizer.from_dict(meta["normalizer"]), meta

@@ -1,0 +1,87 @@
+"""One MLflow run per job, opened by the driver: params, tags, artifacts, and a status that
+always ends FINISHED, FAILED or KILLED (never RUNNING)."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+import signal
+import tempfile
+import threading
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+import yaml
+
+from components.tracking import ensure_experiment, environment_tags, flatten
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+MAX_PARAM_LEN = 6000  # MLflow's limit for a param value is 6000 characters
+
+
+class RunTracker:
+    def __init__(self, config: dict[str, Any], run_name: str, tags: dict[str, str]) -> None:
+        tracking = config["tracking"]
+        self.uri = tracking["uri"]
+        self.client = MlflowClient(self.uri)
+        artifact_root = None
+        if self.uri.startswith("sqlite:///"):  # keep artifacts beside the embedded store, not in ./mlruns
+            artifact_root = (Path(config["output_dir"]) / "mlartifacts").as_uri()
+        self.experiment_id = ensure_experiment(self.client, tracking["experiment"], artifact_root)
+        self.run = self.client.create_run(
+            self.experiment_id, run_name=run_name, tags={**environment_tags(PROJECT_DIR), **tags}
+        )
+        self.run_id = self.run.info.run_id
+        self.ended = False
+
+    def log_config(self, config: dict[str, Any]) -> None:
+        public = {k: v for k, v in config.items() if not k.startswith("_")}
+        params = [
+            mlflow.entities.Param(k, str(v)[:MAX_PARAM_LEN]) for k, v in sorted(flatten(public).items())
+        ]
+        for i in range(0, len(params), 100):  # MLflow accepts at most 100 params per batch
+            self.client.log_batch(self.run_id, params=params[i : i + 100], synchronous=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "config.yaml"
+            path.write_text(yaml.safe_dump(public, sort_keys=False))
+            self.client.log_artifact(self.run_id, str(path))
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        for k, v in metrics.items():
+            self.client.log_metric(self.run_id, k, float(v), step=step or 0)
+
+    def end(self, status: str) -> None:
+        if not self.ended:
+            self.client.set_terminated(self.run_id, status)
+            self.ended = True
+
+    def ui_hint(self) -> str:
+        store = f" --backend-store-uri {self.uri}" if not self.uri.startswith("http") else ""
+        base = self.uri if self.uri.startswith("http") else "http://127.0.0.1:5000"
+        opener = "" if self.uri.startswith("http") else f"raysitter ui{store}  then open "
+        return f"{opener}{base}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+
+
+@contextmanager
+def tracked_run(config: dict[str, Any], run_name: str, tags: dict[str, str]) -> Iterator[RunTracker]:
+    """Ends the run FINISHED on success, KILLED on Ctrl-C/SIGTERM and FAILED on any error."""
+    tracker = RunTracker(config, run_name, tags)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, on_sigterm) if in_main else None
+    try:
+        yield tracker
+        tracker.end("FINISHED")
+    except KeyboardInterrupt:
+        tracker.end("KILLED")
+        raise
+    except BaseException:
+        tracker.end("FAILED")
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,116 @@
+"""raysitter train: compose → validate → build → Ray Train → MLflow.
+
+    raysitter train                                  # digits, MLP, Adam, local Ray, embedded MLflow
+    raysitter train trainer.num_workers=2 optimizer=sgd
+    raysitter train -m optimizer=sgd,adam            # Hydra multirun
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from pipelines import validate
+from pipelines.app import hydra_app
+from pipelines.errors import UserError
+from pipelines.tracking import RunTracker, tracked_run
+
+
+def run_name(config: dict[str, Any], choices: dict[str, Any], pipeline: str) -> str:
+    if config["tracking"].get("run_name"):
+        return config["tracking"]["run_name"]
+    parts = [pipeline, choices.get("model"), choices.get("model/activation"), choices.get("optimizer"), choices.get("data")]
+    return "-".join(str(p) for p in parts if p) + time.strftime("-%Y%m%d-%H%M%S")
+
+
+def hydra_tags(pipeline: str) -> tuple[dict[str, str], dict[str, Any]]:
+    hc = HydraConfig.get()
+    overrides = list(hc.overrides.task)
+    tags = {
+        "pipeline": pipeline,
+        "hydra.overrides": " ".join(overrides) or "(none)",
+        "command": " ".join(["raysitter", pipeline, *overrides]),
+    }
+    return tags, dict(hc.runtime.choices)
+
+
+def log_final_model(tracker: RunTracker, checkpoint_dir: str) -> None:
+    """The trained network with its preprocessing, in MLflow's PyTorch flavour with a signature."""
+    import mlflow
+    import torch
+
+    from components.data import Split
+    from components.preprocess import Preprocessed
+    from pipelines import build
+
+    net, normalizer, meta = build.model_from_checkpoint(checkpoint_dir)
+    example = torch.rand(2, *meta["input_shape"]).numpy()
+    mlflow.set_tracking_uri(tracker.uri)
+    with mlflow.start_run(run_id=tracker.run_id):
+        mlflow.pytorch.log_model(
+            Preprocessed(net, normalizer).eval(),
+            name="model",
+            input_example=example,
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        )
+    tracker.ended = True  # leaving start_run's block marked the run FINISHED
+
+
+def train(cfg: DictConfig, pipeline: str = "train") -> dict[str, float]:
+    config = validate.prepare(cfg)
+    tags, choices = hydra_tags(pipeline)
+    name = run_name(config, choices, pipeline)
+    print(f"raysitter {pipeline}: {name}", flush=True)
+    started = time.perf_counter()
+    with tracked_run(config, name, tags) as tracker:
+        tracker.log_config(config)
+        config["_run"] = {"run_id": tracker.run_id, "tracking_uri": tracker.uri}
+        from pipelines import ray_runner
+
+        try:
+            result = ray_runner.fit(config, name)
+        except Exception as e:
+            raise TrainingFailed(str(e)) from e
+        metrics = dict(result.metrics or {})
+        checkpoint = result.checkpoint.path if result.checkpoint else None
+        if checkpoint:
+            tracker.client.set_tag(tracker.run_id, "checkpoint", checkpoint)
+        if checkpoint and config["tracking"].get("log_model", True):
+            log_final_model(tracker, checkpoint)
+    print_summary(metrics, tracker, checkpoint, time.perf_counter() - started)
+    return metrics
+
+
+class TrainingFailed(RuntimeError):
+    pass
+
+
+def print_summary(m: dict[str, float], tracker: RunTracker, checkpoint: str | None, seconds: float) -> None:
+    line = "─" * 72
+    print(line)
+    print(f"finished in {seconds:.1f} s   val/acc {m.get('val/acc', float('nan')):.4f}   test/acc {m.get('test/acc', float('nan')):.4f}")
+    print(f"MLflow run   {tracker.run_id}  ({tracker.uri})")
+    if checkpoint:
+        print(f"checkpoint   {checkpoint}")
+    print(f"open the UI  {tracker.ui_hint()}")
+    print(line, flush=True)
+
+
+@hydra_app("train")
+def main(cfg: DictConfig) -> float:
+    try:
+        metrics = train(cfg)
+    except TrainingFailed as e:
+        print(f"raysitter train: training failed: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        print("raysitter train: interrupted; the MLflow run is marked KILLED", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
+    return float(metrics.get("val/acc", 0.0))
+
+
+if __name__ == "__main__":
+    main()

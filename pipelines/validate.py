@@ -1,0 +1,97 @@
+"""Checks a composed config before anything starts, and resolves it to a plain dict.
+
+Every failure is a `UserError` naming the key and the fix; nothing has been written yet.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
+import torch
+
+from components.data import DataNotFoundError
+from components.tracking import TrackingUnreachableError, check_reachable, default_tracking_uri
+from pipelines import build
+from pipelines.errors import UserError
+
+
+def resolve(cfg: DictConfig) -> dict[str, Any]:
+    try:
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[return-value]
+    except MissingMandatoryValue as e:
+        key = e.full_key
+        raise UserError(key, "has no value and this configuration needs one.", f"pass {key}=VALUE on the command line.") from None
+    except InterpolationResolutionError as e:
+        raise UserError(e.full_key or "config", f"cannot be resolved ({e.msg}).", "correct the interpolation or override the key.") from None
+
+
+def _get(config: dict, key: str) -> Any:
+    node: Any = config
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def require(config: dict, key: str, ok: bool, problem: str, fix: str) -> None:
+    if not ok:
+        raise UserError(key, f"{problem} (got {_get(config, key)!r}).", fix)
+
+
+def check_numbers(config: dict) -> None:
+    t = config["trainer"]
+    lr = config["optimizer"].get("lr")
+    require(config, "optimizer.lr", isinstance(lr, (int, float)) and lr > 0, "the learning rate must be a positive number", "pass e.g. optimizer.lr=1e-3.")
+    for key in ("epochs", "num_workers", "batch_size"):
+        v = t[key]
+        require(config, f"trainer.{key}", isinstance(v, int) and not isinstance(v, bool) and v >= 1, "must be a whole number ≥ 1", f"pass e.g. trainer.{key}={ {'epochs': 10, 'num_workers': 1, 'batch_size': 128}[key] }.")
+    require(
+        config,
+        "trainer.batch_size",
+        t["batch_size"] % t["num_workers"] == 0,
+        f"the global batch size must divide evenly over trainer.num_workers={t['num_workers']} workers",
+        f"pick a multiple of {t['num_workers']}, e.g. trainer.batch_size={t['num_workers'] * max(1, t['batch_size'] // t['num_workers'])}.",
+    )
+    interval = config["scheduler"].get("interval", "epoch")
+    require(config, "scheduler.interval", interval in ("epoch", "step"), "must be 'epoch' or 'step'", "pass scheduler.interval=epoch or scheduler.interval=step.")
+    if t["use_gpu"] and not t.get("address") and not torch.cuda.is_available():
+        raise UserError("trainer.use_gpu", "is true but this machine has no CUDA GPU and no Ray cluster is given.", "pass trainer.use_gpu=false, or trainer.address=HOST:PORT of a cluster with GPUs.")
+
+
+def check_data(config: dict) -> None:
+    data = config["data"]
+    if data.get("root") is not None:
+        data["root"] = str(Path(os.path.expanduser(str(data["root"]))).resolve())
+    try:
+        build.data_source(data)
+    except DataNotFoundError as e:
+        raise UserError("data.root", str(e), "point data.root at the folder, or choose another dataset (data=digits).") from None
+    except Exception as e:  # constructor argument errors: unknown keys, bad values
+        cause = e.__cause__ or e
+        raise UserError("data", f"the dataset cannot be built: {cause}.", "check the data.* keys against conf/data/ (raysitter train --cfg job shows them).") from None
+
+
+def check_tracking(config: dict) -> None:
+    tracking = config["tracking"]
+    tracking["uri"] = tracking.get("uri") or default_tracking_uri(config["output_dir"])
+    try:
+        check_reachable(tracking["uri"])
+    except TrackingUnreachableError as e:
+        raise UserError(
+            "tracking.uri",
+            f"{e}.",
+            "start the server (raysitter ui, or mlflow server --host 127.0.0.1 --port 5000) or pass another "
+            "tracking.uri; leave it unset (and unset MLFLOW_TRACKING_URI) for the embedded local store.",
+        ) from None
+
+
+def prepare(cfg: DictConfig) -> dict[str, Any]:
+    """Resolve, check and normalise paths; the result is what crosses into Ray workers."""
+    config = resolve(cfg)
+    config["output_dir"] = str(Path(config["output_dir"]).expanduser().resolve())
+    check_numbers(config)
+    check_data(config)
+    check_tracking(config)
+    return config

@@ -1,0 +1,157 @@
+"""The per-worker training function. `train_worker` is what Ray Train runs on each worker;
+`run_training(config, LocalSession())` runs the very same code in-process (world size 1)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import random
+import shutil
+import tempfile
+from typing import Any
+
+import numpy as np
+import torch
+
+from components.engine.callbacks import Callback, ProgressPrinter
+from components.engine.checkpoint import read_train_state, load_weights, write_checkpoint
+from components.engine.loop import TrainLoop
+from pipelines import build
+
+
+class LocalSession:
+    """World size 1, no Ray: reports are kept in memory, checkpoints copied to `checkpoint_root`."""
+
+    rank, world_size = 0, 1
+
+    def __init__(self, checkpoint_root: str | None = None, resume_from: str | None = None, device: str = "cpu") -> None:
+        self.checkpoint_root = Path(checkpoint_root) if checkpoint_root else None
+        self.resume_from, self.device = resume_from, torch.device(device)
+        self.reports: list[dict[str, float]] = []
+        self.last_checkpoint: str | None = None
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.to(self.device)
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: str | None) -> None:
+        self.reports.append(dict(metrics))
+        if checkpoint_dir and self.checkpoint_root:
+            target = self.checkpoint_root / f"epoch_{int(metrics['epoch']):04d}"
+            shutil.copytree(checkpoint_dir, target, dirs_exist_ok=True)
+            self.last_checkpoint = str(target)
+
+    def checkpoint_to_resume(self) -> str | None:
+        return self.resume_from
+
+
+class RaySession:
+    """Inside a Ray Train worker: DDP via `prepare_model`, reports via `ray.train.report`."""
+
+    def __init__(self) -> None:
+        import ray.train
+
+        ctx = ray.train.get_context()
+        self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
+        self._resume = ray.train.get_checkpoint()
+        import ray.train.torch
+
+        self.device = ray.train.torch.get_device()
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model)
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: str | None) -> None:
+        import ray.train
+
+        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+    def checkpoint_to_resume(self) -> str | None:
+        if self._resume is None:
+            return None
+        return self._resume.to_directory()
+
+
+class ReportCallback(Callback):
+    """Every epoch: rank 0 writes a checkpoint, every rank reports the (already reduced) metrics."""
+
+    def __init__(self, session: Any, meta: dict[str, Any]) -> None:
+        self.session, self.meta = session, meta
+
+    def on_epoch_end(self, loop: TrainLoop, epoch: int, metrics: dict[str, float]) -> None:
+        if self.session.rank != 0:
+            self.session.report(metrics, None)
+            return
+        with tempfile.TemporaryDirectory(prefix="raysitter-ckpt-") as tmp:
+            directory = write_checkpoint(
+                Path(tmp) / "checkpoint", loop.module, {**self.meta, "epoch": epoch, "metrics": metrics}, loop.state_dict(epoch)
+            )
+            self.session.report(metrics, str(directory))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def run_training(config: dict[str, Any], session: Any) -> dict[str, float]:
+    """Builds everything from `config` (a plain resolved dict) and trains; returns the last
+    epoch's metrics (with test/loss and test/acc)."""
+    seed, trainer = config["seed"], config["trainer"]
+    torch.set_num_threads(max(1, int(trainer.get("resources_per_worker", {}).get("CPU", 1))))
+    splits = build.data_source(config["data"]).load(seed)
+    normalizer = build.normalizer(config["preprocess"], splits.train.as_float())
+    seed_everything(seed)  # identical initial weights on every rank
+    model = build.model(config["model"], splits.input_shape, splits.num_classes)
+    resume = session.checkpoint_to_resume()
+    if resume:
+        load_weights(model, resume)
+    model = session.prepare(model)
+    optimizer = build.optimizer(config["optimizer"], model)
+    scheduler, interval = build.scheduler(config["scheduler"], optimizer)
+    seed_everything(seed + session.rank)  # different shuffles/augmentations/dropout per rank
+    meta = {
+        "config": {k: v for k, v in config.items() if not k.startswith("_")},
+        "normalizer": normalizer.to_dict(),
+        "classes": splits.classes,
+        "input_shape": list(splits.input_shape),
+    }
+    callbacks: list[Callback] = [ReportCallback(session, meta)]
+    if session.rank == 0:
+        callbacks.append(ProgressPrinter(trainer["epochs"]))
+        run = config.get("_run", {})
+        if run.get("run_id"):
+            from components.tracking import MlflowEpochLogger
+
+            callbacks.append(MlflowEpochLogger(run["tracking_uri"], run["run_id"]))
+    loop = TrainLoop(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scheduler_interval=interval,
+        train=splits.train,
+        val=splits.val,
+        test=splits.test,
+        normalizer=normalizer,
+        augment=build.augment(config["augment"]).to(session.device),
+        batch_size=trainer["batch_size"] // session.world_size,
+        epochs=trainer["epochs"],
+        device=session.device,
+        seed=seed,
+        rank=session.rank,
+        world_size=session.world_size,
+        callbacks=callbacks,
+    )
+    if resume:
+        loop.load_state_dict(read_train_state(resume))
+        if session.rank == 0:
+            print(f"resumed from {resume} at epoch {loop.start_epoch}", flush=True)
+    return loop.fit()
+
+
+def train_worker(config: dict[str, Any]) -> None:
+    """Ray Train's `train_loop_per_worker`."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    run_training(config, RaySession())
