@@ -13,6 +13,8 @@ RAY_ENV = {
     "RAY_TRAIN_V2_ENABLED": "1",
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
     "RAY_DEDUP_LOGS": "0",
+    # Train V2 routes print() through its logger *and* the original stream: lines came out twice.
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
 }
 
 
@@ -67,6 +69,7 @@ def fit(config: dict[str, Any], run_name: str) -> Any:
             storage_path=str(Path(config["output_dir"]) / "ray_results"),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=t["checkpoints_to_keep"]),
             failure_config=ray.train.FailureConfig(max_failures=t["max_failures"]),
+            logging_config=ray.train.LoggingConfig(log_level=t.get("log_level", "WARNING")),
         ),
     )
     return trainer.fit()

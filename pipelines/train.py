@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from typing import Any
@@ -60,6 +61,7 @@ def log_final_model(tracker: RunTracker, checkpoint_dir: str) -> None:
 
 
 def train(cfg: DictConfig, pipeline: str = "train") -> dict[str, float]:
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     config = validate.prepare(cfg)
     tags, choices = hydra_tags(pipeline)
     name = run_name(config, choices, pipeline)

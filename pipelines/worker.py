@@ -2,7 +2,7 @@
 `run_training(config, LocalSession())` runs the very same code in-process (world size 1)."""
 from __future__ import annotations
 
-import os
+import logging
 from pathlib import Path
 import random
 import shutil
@@ -153,5 +153,6 @@ def run_training(config: dict[str, Any], session: Any) -> dict[str, float]:
 
 def train_worker(config: dict[str, Any]) -> None:
     """Ray Train's `train_loop_per_worker`."""
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # Ray Train logs every report at INFO through the root logger; our progress line says it better.
+    logging.getLogger().setLevel(logging.WARNING)
     run_training(config, RaySession())
