@@ -47,6 +47,8 @@ def hydra_app(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Calla
                 report_and_exit(e)
 
         def run(argv: Sequence[str] | None = None, prog: str | None = None) -> Any:
+            nonlocal entered
+            entered = False
             args = list(sys.argv[1:] if argv is None else argv)
             sys.argv = [prog or sys.argv[0], *rewrite_group_overrides(args)]
             try:

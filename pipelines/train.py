@@ -74,8 +74,9 @@ def train(cfg: DictConfig, pipeline: str = "train") -> dict[str, float]:
 
         try:
             result = ray_runner.fit(config, name)
-        except Exception as e:
-            raise TrainingFailed(str(e)) from e
+        except Exception as e:  # Ray has already shown the worker's traceback above
+            lines = [ln for ln in str(e).splitlines() if ln.strip()]
+            raise TrainingFailed(lines[-1] if lines else type(e).__name__) from e
         metrics = dict(result.metrics or {})
         checkpoint = result.checkpoint.path if result.checkpoint else None
         if checkpoint:

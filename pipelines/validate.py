@@ -60,17 +60,55 @@ def check_numbers(config: dict) -> None:
         raise UserError("trainer.use_gpu", "is true but this machine has no CUDA GPU and no Ray cluster is given.", "pass trainer.use_gpu=false, or trainer.address=HOST:PORT of a cluster with GPUs.")
 
 
-def check_data(config: dict) -> None:
+def check_data(config: dict) -> tuple[tuple[int, ...], int]:
+    """The dataset exists; returns its (input shape, number of classes)."""
     data = config["data"]
     if data.get("root") is not None:
         data["root"] = str(Path(os.path.expanduser(str(data["root"]))).resolve())
     try:
-        build.data_source(data)
+        return build.data_source(data).describe()
     except DataNotFoundError as e:
         raise UserError("data.root", str(e), "point data.root at the folder, or choose another dataset (data=digits).") from None
     except Exception as e:  # constructor argument errors: unknown keys, bad values
         cause = e.__cause__ or e
         raise UserError("data", f"the dataset cannot be built: {cause}.", "check the data.* keys against conf/data/ (raysitter train --cfg job shows them).") from None
+
+
+def _fail(group: str, e: Exception) -> UserError:
+    cause = e.__cause__ or e
+    return UserError(
+        group,
+        f"cannot be built: {type(cause).__name__}: {cause}.",
+        f"check the {group}.* keys (raysitter train --cfg job shows them; conf/{group}/ lists the choices).",
+    )
+
+
+def check_components(config: dict, input_shape: tuple[int, ...], num_classes: int) -> None:
+    """Builds model, optimizer, scheduler and augmentation once on a tiny batch, so a bad value
+    fails here (exit 2) instead of as a traceback inside a Ray worker."""
+    x = torch.rand(2, *input_shape)
+    try:
+        net = build.model(config["model"], input_shape, num_classes)
+        net.train()
+        net(x).sum().backward()
+    except Exception as e:
+        raise _fail("model", e) from None
+    try:
+        opt = build.optimizer(config["optimizer"], net)
+    except Exception as e:
+        raise _fail("optimizer", e) from None
+    try:
+        build.scheduler(config["scheduler"], opt)
+    except Exception as e:
+        raise _fail("scheduler", e) from None
+    try:
+        build.augment(config["augment"])(x)
+    except Exception as e:
+        raise _fail("augment", e) from None
+    try:
+        build.normalizer(config["preprocess"], x)
+    except Exception as e:
+        raise _fail("preprocess", e) from None
 
 
 def check_tracking(config: dict) -> None:
@@ -92,6 +130,7 @@ def prepare(cfg: DictConfig) -> dict[str, Any]:
     config = resolve(cfg)
     config["output_dir"] = str(Path(config["output_dir"]).expanduser().resolve())
     check_numbers(config)
-    check_data(config)
+    input_shape, num_classes = check_data(config)
+    check_components(config, input_shape, num_classes)
     check_tracking(config)
     return config

@@ -52,15 +52,19 @@ class Splits:
         return len(self.classes)
 
 
-def split_indices(
-    n: int, val_fraction: float, test_fraction: float, seed: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A seeded permutation of range(n) cut into train / val / test index tensors."""
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise ValueError(
             f"val_fraction={val_fraction} and test_fraction={test_fraction} must each be in [0, 1) "
             "and sum to less than 1"
         )
+
+
+def split_indices(
+    n: int, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A seeded permutation of range(n) cut into train / val / test index tensors."""
+    check_fractions(val_fraction, test_fraction)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_val, n_test = round(n * val_fraction), round(n * test_fraction)
     return perm[n_val + n_test :], perm[:n_val], perm[n_val : n_val + n_test]

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+import pickle
 
 import torch
 from torchvision.datasets import CIFAR10
 
-from components.data.base import DataNotFoundError, Split, Splits, split_indices
+from components.data.base import check_fractions, DataNotFoundError, Split, Splits, split_indices
 
 _FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
 
@@ -17,6 +18,11 @@ class _LocalCIFAR10(CIFAR10):
 
     def _check_integrity(self) -> bool:
         return all((Path(self.root) / self.base_folder / f).is_file() for f in _FILES)
+
+    def _load_meta(self) -> None:
+        with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as f:
+            self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
 
 
 class CIFAR10Source:
@@ -37,7 +43,12 @@ class CIFAR10Source:
                 "(cifar-10-python.tar.gz) from https://www.cs.toronto.edu/~kriz/cifar.html, unpack it "
                 "so that ROOT/cifar-10-batches-py/ exists, and pass data.root=ROOT."
             )
+        check_fractions(val_fraction, 0.0)
         self.val_fraction = val_fraction
+
+    def describe(self) -> tuple[tuple[int, int, int], int]:
+        """(input shape, number of classes) without reading the batches."""
+        return (3, 32, 32), 10
 
     def load(self, seed: int) -> Splits:
         train = _LocalCIFAR10(str(self.root), train=True, download=False)

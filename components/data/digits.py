@@ -5,7 +5,7 @@ from collections.abc import Sequence
 
 import torch
 
-from components.data.base import Splits, split_arrays
+from components.data.base import check_fractions, Splits, split_arrays
 
 
 class DigitsSource:
@@ -21,11 +21,16 @@ class DigitsSource:
         test_fraction: float = 0.15,
         classes: Sequence[int] | None = None,
     ) -> None:
+        check_fractions(val_fraction, test_fraction)
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.classes = list(classes) if classes is not None else list(range(10))
         if not self.classes or any(c not in range(10) for c in self.classes):
             raise ValueError(f"digits classes must be a non-empty subset of 0..9, got {self.classes}")
+
+    def describe(self) -> tuple[tuple[int, int, int], int]:
+        """(input shape, number of classes) without loading the images."""
+        return (1, 8, 8), len(self.classes)
 
     def load(self, seed: int) -> Splits:
         from sklearn.datasets import load_digits

@@ -8,7 +8,7 @@ import torch
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
-from components.data.base import DataNotFoundError, split_arrays
+from components.data.base import check_fractions, DataNotFoundError, Splits, split_arrays
 
 
 class ImageFolderSource:
@@ -36,9 +36,15 @@ class ImageFolderSource:
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
         self.image_size, self.channels = tuple(image_size), channels
+        check_fractions(val_fraction, test_fraction)
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
 
-    def load(self, seed: int) -> "Splits":  # noqa: F821
+    def describe(self) -> tuple[tuple[int, int, int], int]:
+        """(input shape, number of classes) from the folder names, without reading images."""
+        classes = [p for p in self.root.iterdir() if p.is_dir()]
+        return (self.channels, *self.image_size), len(classes)  # type: ignore[return-value]
+
+    def load(self, seed: int) -> Splits:
         transform = v2.Compose(
             [
                 v2.PILToTensor(),

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 
 import torch
 
-from components.data.base import Splits, split_arrays
+from components.data.base import check_fractions, Splits, split_arrays
 
 
 class SyntheticSource:
@@ -31,7 +31,12 @@ class SyntheticSource:
             raise ValueError(f"shape must be [channels, height, width], got {list(shape)}")
         self.num_samples, self.shape, self.num_classes = num_samples, tuple(shape), num_classes
         self.noise, self.data_seed = noise, data_seed
+        check_fractions(val_fraction, test_fraction)
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
+
+    def describe(self) -> tuple[tuple[int, ...], int]:
+        """(input shape, number of classes) without generating the images."""
+        return self.shape, self.num_classes
 
     def load(self, seed: int) -> Splits:
         g = torch.Generator().manual_seed(self.data_seed)

@@ -1,0 +1,83 @@
+"""Shared fixtures: a fresh output folder per test, composed configs, fake datasets on disk,
+and one local Ray session for the whole suite (starting Ray costs ~10 s here)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import pickle
+
+from hydra import compose, initialize_config_dir
+import numpy as np
+import pytest
+
+from pipelines.app import CONF_DIR
+
+
+@pytest.fixture
+def output_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    out = tmp_path / "outputs"
+    monkeypatch.setenv("RAYSITTER_OUTPUT_DIR", str(out))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return out
+
+
+@pytest.fixture
+def compose_train():
+    """compose_train(["optimizer=sgd", ...]) → the composed train config (no Hydra run)."""
+
+    def _compose(overrides: list[str] | None = None, config_name: str = "train"):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name=config_name, overrides=overrides or [])
+
+    return _compose
+
+
+def write_fake_cifar(root: Path, n_train_per_batch: int = 20, n_test: int = 20, seed: int = 0) -> Path:
+    """Files in CIFAR-10's python format (pickled dicts, uint8 N×3072 rows, int labels)."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def batch(n: int) -> dict:
+        return {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "labels": list(rng.integers(0, 10, n))}
+
+    for i in range(1, 6):
+        with open(folder / f"data_batch_{i}", "wb") as f:
+            pickle.dump(batch(n_train_per_batch), f)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump(batch(n_test), f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"label{i}" for i in range(10)]}, f)
+    return root
+
+
+@pytest.fixture
+def fake_cifar(tmp_path: Path) -> Path:
+    return write_fake_cifar(tmp_path / "cifar")
+
+
+@pytest.fixture
+def fake_imagefolder(tmp_path: Path) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "images"
+    for cls, colour in (("red", (200, 30, 30)), ("blue", (30, 30, 200))):
+        (root / cls).mkdir(parents=True)
+        for i in range(10):
+            pixels = np.clip(np.array(colour) + rng.normal(0, 20, (12, 10, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / cls / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for every test that needs it, with raysitter's environment."""
+    import ray
+
+    from pipelines.ray_runner import init_ray
+
+    os.environ.pop("RAY_ADDRESS", None)
+    init_ray({"report_interval_s": 0.1})
+    yield ray
+    ray.shutdown()
