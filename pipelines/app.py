@@ -14,12 +14,16 @@ import sys
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import conf
 from pipelines.errors import UserError, report_and_exit
 
 CONF_DIR = Path(conf.__file__).parent
+
+# ${mul:a,b} in config files, e.g. a cyclic schedule's max_lr: ${mul:${optimizer.lr},10}
+if not OmegaConf.has_resolver("mul"):
+    OmegaConf.register_new_resolver("mul", lambda a, b: float(a) * float(b))
 
 
 def rewrite_group_overrides(args: Sequence[str], conf_dir: Path = CONF_DIR) -> list[str]:

@@ -14,7 +14,9 @@ from torch import nn
 from components.optim import build_optimizer
 from components.preprocess import Normalizer
 
-SCHEDULER_KEYS = ("interval",)  # scheduler-node keys that are ours, not the scheduler class's
+# Keys of ours inside the optimizer and scheduler nodes (not arguments of the torch class):
+OPTIMIZER_KEYS = ("full_batch",)  # one optimizer step per epoch over the whole training split
+SCHEDULER_KEYS = ("interval",)  # "epoch" or "step": when scheduler.step() is called
 
 
 def make(node: dict[str, Any], **kwargs: Any) -> Any:
@@ -29,12 +31,23 @@ def normalizer(preprocess: dict[str, Any], x_train: torch.Tensor) -> Normalizer:
     return make(preprocess).fit(x_train)
 
 
-def model(node: dict[str, Any], input_shape: Sequence[int], num_classes: int) -> nn.Module:
-    return make(node, input_shape=list(input_shape), num_classes=num_classes)
+def model(
+    node: dict[str, Any], input_shape: Sequence[int], num_classes: int, init: dict[str, Any] | None = None
+) -> nn.Module:
+    net = make(node, input_shape=list(input_shape), num_classes=num_classes)
+    return make(init)(net) if init else net
+
+
+def num_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
 
 
 def optimizer(node: dict[str, Any], net: nn.Module) -> torch.optim.Optimizer:
-    return build_optimizer(make(node), net)
+    return build_optimizer(make({k: v for k, v in node.items() if k not in OPTIMIZER_KEYS}), net)
+
+
+def is_full_batch(node: dict[str, Any]) -> bool:
+    return bool(node.get("full_batch", False))
 
 
 def scheduler(node: dict[str, Any], opt: torch.optim.Optimizer) -> tuple[Any, str]:

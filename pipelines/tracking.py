@@ -47,6 +47,12 @@ class RunTracker:
             path.write_text(yaml.safe_dump(public, sort_keys=False))
             self.client.log_artifact(self.run_id, str(path))
 
+    def log_model_summary(self, net: Any) -> None:
+        """Parameter count as a param, the module tree as `model_summary.txt`."""
+        count = sum(p.numel() for p in net.parameters())
+        self.client.log_param(self.run_id, "summary.num_parameters", count)
+        self.client.log_text(self.run_id, f"parameters: {count:,}\n\n{net}\n", "model_summary.txt")
+
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         for k, v in metrics.items():
             self.client.log_metric(self.run_id, k, float(v), step=step or 0)

@@ -62,13 +62,14 @@ def log_final_model(tracker: RunTracker, checkpoint_dir: str) -> None:
 
 def train(cfg: DictConfig, pipeline: str = "train") -> dict[str, float]:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    config = validate.prepare(cfg)
+    config, net = validate.prepare(cfg)
     tags, choices = hydra_tags(pipeline)
     name = run_name(config, choices, pipeline)
     print(f"raysitter {pipeline}: {name}", flush=True)
     started = time.perf_counter()
     with tracked_run(config, name, tags) as tracker:
         tracker.log_config(config)
+        tracker.log_model_summary(net)
         config["_run"] = {"run_id": tracker.run_id, "tracking_uri": tracker.uri}
         from pipelines import ray_runner
 

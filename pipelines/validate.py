@@ -56,6 +56,13 @@ def check_numbers(config: dict) -> None:
     )
     interval = config["scheduler"].get("interval", "epoch")
     require(config, "scheduler.interval", interval in ("epoch", "step"), "must be 'epoch' or 'step'", "pass scheduler.interval=epoch or scheduler.interval=step.")
+    if t["num_workers"] > 1 and (build.is_full_batch(config["optimizer"]) or "LBFGS" in str(config["optimizer"].get("_target_"))):
+        raise UserError(
+            "trainer.num_workers",
+            f"is {t['num_workers']}, but {config['optimizer']['_target_']} runs full-batch steps whose closure "
+            "re-evaluates the loss a data-dependent number of times; DDP workers would fall out of step.",
+            "pass trainer.num_workers=1 with this optimizer (L-BFGS suits small, full-batch problems), or choose a first-order optimizer.",
+        )
     if t["use_gpu"] and not t.get("address") and not torch.cuda.is_available():
         raise UserError("trainer.use_gpu", "is true but this machine has no CUDA GPU and no Ray cluster is given.", "pass trainer.use_gpu=false, or trainer.address=HOST:PORT of a cluster with GPUs.")
 
@@ -83,12 +90,19 @@ def _fail(group: str, e: Exception) -> UserError:
     )
 
 
-def check_components(config: dict, input_shape: tuple[int, ...], num_classes: int) -> None:
+def check_components(config: dict, input_shape: tuple[int, ...], num_classes: int) -> torch.nn.Module:
     """Builds model, optimizer, scheduler and augmentation once on a tiny batch, so a bad value
     fails here (exit 2) instead of as a traceback inside a Ray worker."""
     x = torch.rand(2, *input_shape)
     try:
         net = build.model(config["model"], input_shape, num_classes)
+    except Exception as e:
+        raise _fail("model", e) from None
+    try:
+        build.make(config["init"])(net) if config.get("init") else None
+    except Exception as e:
+        raise _fail("init", e) from None
+    try:
         net.train()
         net(x).sum().backward()
     except Exception as e:
@@ -109,6 +123,7 @@ def check_components(config: dict, input_shape: tuple[int, ...], num_classes: in
         build.normalizer(config["preprocess"], x)
     except Exception as e:
         raise _fail("preprocess", e) from None
+    return net
 
 
 def check_tracking(config: dict) -> None:
@@ -125,12 +140,13 @@ def check_tracking(config: dict) -> None:
         ) from None
 
 
-def prepare(cfg: DictConfig) -> dict[str, Any]:
-    """Resolve, check and normalise paths; the result is what crosses into Ray workers."""
+def prepare(cfg: DictConfig) -> tuple[dict[str, Any], torch.nn.Module]:
+    """Resolve, check and normalise paths. Returns the config (a plain dict: what crosses into
+    Ray workers) and the model it describes, built once on the driver."""
     config = resolve(cfg)
     config["output_dir"] = str(Path(config["output_dir"]).expanduser().resolve())
     check_numbers(config)
     input_shape, num_classes = check_data(config)
-    check_components(config, input_shape, num_classes)
+    net = check_components(config, input_shape, num_classes)
     check_tracking(config)
-    return config
+    return config, net

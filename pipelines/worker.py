@@ -104,7 +104,7 @@ def run_training(config: dict[str, Any], session: Any) -> dict[str, float]:
     splits = build.data_source(config["data"]).load(seed)
     normalizer = build.normalizer(config["preprocess"], splits.train.as_float())
     seed_everything(seed)  # identical initial weights on every rank
-    model = build.model(config["model"], splits.input_shape, splits.num_classes)
+    model = build.model(config["model"], splits.input_shape, splits.num_classes, config.get("init"))
     resume = session.checkpoint_to_resume()
     if resume:
         load_weights(model, resume)
@@ -136,7 +136,7 @@ def run_training(config: dict[str, Any], session: Any) -> dict[str, float]:
         test=splits.test,
         normalizer=normalizer,
         augment=build.augment(config["augment"]).to(session.device),
-        batch_size=trainer["batch_size"] // session.world_size,
+        batch_size=len(splits.train) if build.is_full_batch(config["optimizer"]) else trainer["batch_size"] // session.world_size,
         epochs=trainer["epochs"],
         device=session.device,
         seed=seed,

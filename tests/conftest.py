@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 import numpy as np
 import pytest
 
-from pipelines.app import CONF_DIR
+from pipelines.app import CONF_DIR, rewrite_group_overrides
 
 
 @pytest.fixture
@@ -23,11 +23,12 @@ def output_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def compose_train():
-    """compose_train(["optimizer=sgd", ...]) → the composed train config (no Hydra run)."""
+    """compose_train(["optimizer=sgd", ...]) → the composed train config (no Hydra run), with
+    overrides read as the CLI reads them (`model.activation=elu` selects the nested group)."""
 
     def _compose(overrides: list[str] | None = None, config_name: str = "train"):
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(config_name=config_name, overrides=overrides or [])
+            return compose(config_name=config_name, overrides=rewrite_group_overrides(overrides or []))
 
     return _compose
 

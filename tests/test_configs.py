@@ -14,7 +14,7 @@ def options(group: str) -> list[str]:
 
 
 def test_every_group_has_options():
-    for group in ("data", "preprocess", "augment", "model", "model/activation", "optimizer", "scheduler", "trainer", "tracking"):
+    for group in ("data", "preprocess", "augment", "init", "model", "model/activation", "optimizer", "scheduler", "trainer", "tracking"):
         assert options(group), group
 
 
@@ -29,7 +29,7 @@ def test_default_config_composes(compose_train):
 def test_every_model_and_activation_trains_a_step(compose_train, model, activation):
     cfg = compose_train([f"model={model}", f"model/activation={activation}"])
     config = OmegaConf.to_container(cfg, resolve=True)
-    net = build.model(config["model"], (1, 8, 8), 10)
+    net = build.model(config["model"], (1, 8, 8), 10, config["init"])
     opt = build.optimizer(config["optimizer"], net)
     x, y = torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
     before = [p.detach().clone() for p in net.parameters()]
@@ -49,9 +49,19 @@ def test_every_optimizer_and_scheduler_builds(compose_train, optimizer, schedule
     assert isinstance(opt, torch.optim.Optimizer)
     sched, interval = build.scheduler(config["scheduler"], opt)
     assert interval in ("epoch", "step")
-    opt.step()
+    x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        loss.backward()
+        return loss
+
+    before = net.weight.detach().clone()
+    opt.step(closure)
     sched.step()
     assert opt.param_groups[0]["lr"] > 0
+    assert not torch.equal(before, net.weight)
 
 
 def test_weight_decay_skips_biases_and_norms(compose_train):
@@ -60,6 +70,13 @@ def test_weight_decay_skips_biases_and_norms(compose_train):
     opt = build.optimizer(config["optimizer"], net)
     decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
     assert decayed == {id(net[0].weight), id(net[2].weight)}
+
+
+@pytest.mark.parametrize("init", options("init"))
+def test_every_init_builds_a_model(compose_train, init):
+    config = OmegaConf.to_container(compose_train([f"init={init}", "model=convnet"]), resolve=True)
+    net = build.model(config["model"], (3, 8, 8), 10, config["init"])
+    assert torch.isfinite(net(torch.rand(2, 3, 8, 8))).all()
 
 
 @pytest.mark.parametrize("augment", options("augment"))

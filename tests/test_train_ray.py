@@ -18,8 +18,16 @@ def only_run(output_dir):
     return client, runs[0]
 
 
+# A non-default choice in every group, so the Ray path is exercised with the whole playbook.
+MIXED = [
+    "model=convnet", "model.channels=[8,16]", "model.hidden=[32]", "model.activation=maxout", "model.pool=fractional",
+    "model.dropout=0.1", "model.drop_connect=0.1", "init=he", "optimizer=sgd", "scheduler=inverse_time",
+    "augment=random_combo", "preprocess=per_dataset",
+]
+
+
 def test_two_worker_run_lands_in_mlflow_with_a_reloadable_checkpoint(ray_session, output_dir, capsys):
-    train.main(["trainer.num_workers=2", "trainer.epochs=2", "optimizer=sgd", "trainer.batch_size=64"], prog="raysitter train")
+    train.main(["trainer.num_workers=2", "trainer.epochs=2", "trainer.batch_size=64", *MIXED], prog="raysitter train")
     out = capsys.readouterr().out
     assert "epoch   2/2" in out and "MLflow run" in out and "test/acc" in out
 
@@ -29,10 +37,12 @@ def test_two_worker_run_lands_in_mlflow_with_a_reloadable_checkpoint(ray_session
     assert [m.step for m in history] == [1, 2]
     for key in ("train/loss", "train/acc", "val/loss", "lr", "train/images_per_s", "test/acc"):
         assert client.get_metric_history(run.info.run_id, key), key
-    assert run.data.params["optimizer.lr"] == "0.05" and run.data.params["trainer.num_workers"] == "2"
+    assert run.data.params["optimizer.lr"] == "0.1" and run.data.params["trainer.num_workers"] == "2"
+    assert run.data.params["model.activation._target_"] == "components.models.Maxout"
+    assert int(run.data.params["summary.num_parameters"]) > 1000
     assert run.data.tags["git.commit"] and run.data.tags["version.ray"] and "optimizer=sgd" in run.data.tags["hydra.overrides"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert "config.yaml" in artifacts
+    assert {"config.yaml", "model_summary.txt"} <= artifacts
 
     # The checkpoint reloads and predicts exactly like the model MLflow logged.
     import mlflow.pytorch

@@ -25,5 +25,9 @@ def param_groups(model: nn.Module) -> list[dict]:
 
 
 def build_optimizer(factory: Callable[..., torch.optim.Optimizer], model: nn.Module) -> torch.optim.Optimizer:
-    """`factory` is a partial of a `torch.optim` class with its hyperparameters bound."""
+    """`factory` is a partial of a `torch.optim` class with its hyperparameters bound. Without
+    weight decay every parameter goes in one group (L-BFGS accepts nothing else)."""
+    decay = getattr(factory, "keywords", {}).get("weight_decay", 0.0)
+    if not decay:
+        return factory([p for p in model.parameters() if p.requires_grad])
     return factory(param_groups(model))
