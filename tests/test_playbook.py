@@ -133,12 +133,14 @@ def test_batch_norm_sits_where_configured_and_eval_uses_running_stats():
 def test_fractional_max_pooling_and_stochastic_depth_are_used():
     conv = ConvNet((3, 16, 16), 10, channels=[8, 8], pool="fractional")
     assert any(isinstance(m, nn.FractionalMaxPool2d) for m in conv.modules())
-    assert conv(torch.rand(2, 3, 16, 16)).shape == (2, 10)
+    x = torch.rand(2, 3, 16, 16)
+    assert not torch.equal(conv(x), conv(x))  # training: new pseudo-random regions per call
+    conv.eval()
+    assert torch.equal(conv(x), conv(x)) and conv(x).shape == (2, 10)
     res = ResNet((3, 16, 16), 10, widths=[8, 16], stochastic_depth=0.5)
     probs = [m.p for m in res.modules() if type(m).__name__ == "StochasticDepth"]
     assert probs[0] == 0.0 and probs[-1] == pytest.approx(0.5) and probs == sorted(probs)
     res.eval()
-    x = torch.rand(2, 3, 16, 16)
     assert torch.equal(res(x), res(x))
 
 

@@ -5,6 +5,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+import torch.nn.functional as F
 
 from components.regularisation import DropConnectLinear
 
@@ -70,13 +71,24 @@ def conv_block(
     return layers
 
 
+class FractionalMaxPool(nn.FractionalMaxPool2d):
+    """`nn.FractionalMaxPool2d` draws new pooling regions on every call, in eval too; here eval
+    uses one fixed region sequence (sample 0.5), so a trained model predicts deterministically."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return super().forward(x)
+        fixed = torch.full((x.shape[0], x.shape[1], 2), 0.5, dtype=x.dtype, device=x.device)
+        return F.fractional_max_pool2d(x, self.kernel_size, self.output_size, self.output_ratio, _random_samples=fixed)
+
+
 def pool_layer(kind: str, fractional_ratio: float = FRACTIONAL_RATIO) -> nn.Module:
     """`max`: 2×2 max pooling (halves the size). `fractional`: fractional max pooling (Graham
     2014) with pseudo-random regions, shrinking by `fractional_ratio` (1/√2 by default)."""
     if kind == "max":
         return nn.MaxPool2d(2)
     if kind == "fractional":
-        return nn.FractionalMaxPool2d(2, output_ratio=fractional_ratio)
+        return FractionalMaxPool(2, output_ratio=fractional_ratio)
     raise ValueError(f"pool must be 'max' or 'fractional', got {kind!r}")
 
 
