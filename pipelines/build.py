@@ -60,6 +60,16 @@ def augment(node: dict[str, Any]) -> nn.Module:
     return make(node)
 
 
+DIAGNOSTICS_KEYS = ("enabled", "plots")
+
+
+def diagnostics(node: dict[str, Any] | None, **kwargs: Any) -> Any:
+    """The live-diagnostics callback, or None when `diagnostics.enabled` is false."""
+    if not node or not node.get("enabled", True):
+        return None
+    return make({k: v for k, v in node.items() if k not in DIAGNOSTICS_KEYS}, **kwargs)
+
+
 def model_from_checkpoint(directory: str) -> tuple[nn.Module, Normalizer, dict[str, Any]]:
     """Rebuilds the model a checkpoint describes and loads its weights (no pickled code)."""
     from components.engine.checkpoint import load_weights, read_meta

@@ -6,6 +6,8 @@ import sys
 
 PIPELINES = {
     "train": ("pipelines.train", "train a model on Ray Train, tracked in MLflow (Hydra app)"),
+    "check": ("pipelines.check", "preflight checks: initial loss, regularisation, overfit a tiny subset, lr range test"),
+    "study": ("pipelines.study", "run a named study from conf/study/ (e.g. init)"),
     "ui": ("pipelines.ui", "open the MLflow UI on the local store"),
 }
 

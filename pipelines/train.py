@@ -78,7 +78,12 @@ def train(cfg: DictConfig, pipeline: str = "train") -> dict[str, float]:
         except Exception as e:  # Ray has already shown the worker's traceback above
             lines = [ln for ln in str(e).splitlines() if ln.strip()]
             raise TrainingFailed(lines[-1] if lines else type(e).__name__) from e
-        metrics = dict(result.metrics or {})
+        # Ray Train V2 may leave Result.metrics empty when the last report had no checkpoint (a
+        # diverged run): worker 0 logged every epoch to MLflow, so read them back from there.
+        metrics = dict(result.metrics or tracker.client.get_run(tracker.run_id).data.metrics)
+        if metrics.get("diverged"):
+            tracker.client.set_tag(tracker.run_id, "raysitter.outcome", "diverged")
+            raise Diverged(f"diverged at epoch {int(metrics.get('epoch', 0))}: train/loss became {metrics.get('train/loss')}")
         checkpoint = result.checkpoint.path if result.checkpoint else None
         if checkpoint:
             tracker.client.set_tag(tracker.run_id, "checkpoint", checkpoint)
@@ -90,6 +95,10 @@ def train(cfg: DictConfig, pipeline: str = "train") -> dict[str, float]:
 
 class TrainingFailed(RuntimeError):
     pass
+
+
+class Diverged(TrainingFailed):
+    """The loss stopped being finite; the run ends FAILED with raysitter.outcome=diverged."""
 
 
 def print_summary(m: dict[str, float], tracker: RunTracker, checkpoint: str | None, seconds: float) -> None:
@@ -107,6 +116,10 @@ def print_summary(m: dict[str, float], tracker: RunTracker, checkpoint: str | No
 def main(cfg: DictConfig) -> float:
     try:
         metrics = train(cfg)
+    except Diverged as e:
+        print(f"raysitter train: {e}. The MLflow run is marked FAILED (raysitter.outcome=diverged). "
+              "Fix: lower optimizer.lr (raysitter check suggests a range).", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
     except TrainingFailed as e:
         print(f"raysitter train: training failed: {e}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None

@@ -140,11 +140,15 @@ def check_tracking(config: dict) -> None:
         ) from None
 
 
+def absolute(path: str) -> str:
+    return str(Path(os.path.expanduser(str(path))).resolve())
+
+
 def prepare(cfg: DictConfig) -> tuple[dict[str, Any], torch.nn.Module]:
     """Resolve, check and normalise paths. Returns the config (a plain dict: what crosses into
     Ray workers) and the model it describes, built once on the driver."""
     config = resolve(cfg)
-    config["output_dir"] = str(Path(config["output_dir"]).expanduser().resolve())
+    config["output_dir"] = absolute(config["output_dir"])
     check_numbers(config)
     input_shape, num_classes = check_data(config)
     net = check_components(config, input_shape, num_classes)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from components.checks.diagnostics import History
 from components.engine.callbacks import Callback, ProgressPrinter
 from components.engine.checkpoint import read_train_state, load_weights, write_checkpoint
 from components.engine.loop import TrainLoop
@@ -80,7 +81,7 @@ class ReportCallback(Callback):
         self.session, self.meta = session, meta
 
     def on_epoch_end(self, loop: TrainLoop, epoch: int, metrics: dict[str, float]) -> None:
-        if self.session.rank != 0:
+        if self.session.rank != 0 or metrics.get("diverged"):  # never checkpoint non-finite weights
             self.session.report(metrics, None)
             return
         with tempfile.TemporaryDirectory(prefix="raysitter-ckpt-") as tmp:
@@ -88,6 +89,24 @@ class ReportCallback(Callback):
                 Path(tmp) / "checkpoint", loop.module, {**self.meta, "epoch": epoch, "metrics": metrics}, loop.state_dict(epoch)
             )
             self.session.report(metrics, str(directory))
+
+
+def rank0_callbacks(config: dict[str, Any]) -> list[Callback]:
+    """Progress, diagnostics, MLflow logging and plots: worker 0's extra work, in hook order."""
+    run = config.get("_run", {})
+    logger = None
+    if run.get("run_id"):
+        from components.tracking import MlflowEpochLogger
+
+        logger = MlflowEpochLogger(run["tracking_uri"], run["run_id"])
+    diagnostics = build.diagnostics(config.get("diagnostics"), log=logger.log if logger else None)
+    history = History()
+    callbacks: list[Callback] = [c for c in (history, ProgressPrinter(config["trainer"]["epochs"]), diagnostics, logger) if c]
+    if logger and (config.get("diagnostics") or {}).get("plots", True):
+        from components.tracking import MlflowRunPlots
+
+        callbacks.append(MlflowRunPlots(run["tracking_uri"], run["run_id"], history, diagnostics))
+    return callbacks
 
 
 def seed_everything(seed: int) -> None:
@@ -118,14 +137,8 @@ def run_training(config: dict[str, Any], session: Any) -> dict[str, float]:
         "classes": splits.classes,
         "input_shape": list(splits.input_shape),
     }
-    callbacks: list[Callback] = [ReportCallback(session, meta)]
-    if session.rank == 0:
-        callbacks.append(ProgressPrinter(trainer["epochs"]))
-        run = config.get("_run", {})
-        if run.get("run_id"):
-            from components.tracking import MlflowEpochLogger
-
-            callbacks.append(MlflowEpochLogger(run["tracking_uri"], run["run_id"]))
+    callbacks = rank0_callbacks(config) if session.rank == 0 else []
+    callbacks.append(ReportCallback(session, meta))
     loop = TrainLoop(
         model=model,
         optimizer=optimizer,

@@ -10,6 +10,10 @@ class Callback:
 
     def on_fit_start(self, loop: Any) -> None: ...
 
+    def on_after_backward(self, loop: Any, step: int) -> None:
+        """Gradients are fresh and the weights not yet updated (inside the optimizer's closure;
+        L-BFGS calls it several times per step)."""
+
     def on_step_end(self, loop: Any, step: int, loss: float | None) -> None: ...
 
     def on_epoch_end(self, loop: Any, epoch: int, metrics: dict[str, float]) -> None: ...
@@ -24,6 +28,10 @@ class CallbackList(Callback):
     def on_fit_start(self, loop: Any) -> None:
         for cb in self.callbacks:
             cb.on_fit_start(loop)
+
+    def on_after_backward(self, loop: Any, step: int) -> None:
+        for cb in self.callbacks:
+            cb.on_after_backward(loop, step)
 
     def on_step_end(self, loop: Any, step: int, loss: float | None) -> None:
         for cb in self.callbacks:
@@ -45,6 +53,9 @@ class ProgressPrinter(Callback):
         self.epochs, self.print = epochs, print_fn
 
     def on_epoch_end(self, loop: Any, epoch: int, m: dict[str, float]) -> None:
+        if m.get("diverged"):
+            self.print(f"epoch {epoch:>3}/{self.epochs}  DIVERGED: train/loss is {m['train/loss']} — stopping", flush=True)
+            return
         self.print(
             f"epoch {epoch:>3}/{self.epochs}  "
             f"train/loss {m['train/loss']:.4f}  train/acc {m['train/acc']:.4f}  "

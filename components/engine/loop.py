@@ -7,6 +7,7 @@ the only difference is the `model` handed in (DDP-wrapped or not) and whether
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import math
 import time
 
 import torch
@@ -85,6 +86,7 @@ class TrainLoop:
                 logits = self.model(xb)
                 loss = F.cross_entropy(logits, yb)
                 loss.backward()
+                self.hooks.on_after_backward(self, self.step + 1)
                 outputs["logits"], outputs["loss"] = logits, loss
                 return loss
 
@@ -120,11 +122,18 @@ class TrainLoop:
         return {f"{prefix}/loss": loss_sum / max(n_sum, 1), f"{prefix}/acc": correct_sum / max(n_sum, 1)}
 
     def fit(self) -> dict[str, float]:
+        """Trains until `epochs`, or until the training loss stops being finite: then the last
+        metrics carry `diverged: 1.0` and training ends cleanly (no exception, no checkpoint)."""
         self.hooks.on_fit_start(self)
         metrics: dict[str, float] = {}
         for epoch in range(self.start_epoch, self.epochs + 1):
             lr = self.lr  # the lr this epoch trained with
-            metrics = {"epoch": epoch, **self.train_one_epoch(epoch), **self.evaluate(self.val, "val"), "lr": lr}
+            train = self.train_one_epoch(epoch)
+            if not math.isfinite(train["train/loss"]):
+                metrics = {"epoch": epoch, **train, "lr": lr, "diverged": 1.0}
+                self.hooks.on_epoch_end(self, epoch, metrics)
+                break
+            metrics = {"epoch": epoch, **train, **self.evaluate(self.val, "val"), "lr": lr}
             metrics["gap/train_val_acc"] = metrics["train/acc"] - metrics["val/acc"]
             if self.scheduler is not None and self.scheduler_interval == "epoch":
                 self.scheduler.step()

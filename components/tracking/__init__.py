@@ -1,6 +1,7 @@
 """MLflow tracking helpers: store URIs, run metadata and a per-epoch logging callback."""
 from components.tracking.mlflow_utils import (
     MlflowEpochLogger,
+    MlflowRunPlots,
     TrackingUnreachableError,
     check_reachable,
     default_tracking_uri,
@@ -11,6 +12,7 @@ from components.tracking.mlflow_utils import (
 
 __all__ = [
     "MlflowEpochLogger",
+    "MlflowRunPlots",
     "TrackingUnreachableError",
     "check_reachable",
     "default_tracking_uri",

@@ -8,6 +8,8 @@ from pathlib import Path
 import platform
 import socket
 import subprocess
+import tempfile
+import time
 from typing import Any
 import urllib.error
 import urllib.request
@@ -102,8 +104,36 @@ class MlflowEpochLogger(Callback):
         self.run_id = run_id
 
     def on_epoch_end(self, loop: Any, epoch: int, metrics: dict[str, float]) -> None:
-        import time
+        self.log(metrics, epoch)
 
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        """Logs `metrics` at `step` (epoch-level metrics use the epoch, diagnostics the optimizer step)."""
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, epoch) for k, v in metrics.items() if k != "epoch"]
-        self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        for i in range(0, len(batch), 1000):  # MLflow takes at most 1000 metrics per batch
+            self.client.log_batch(self.run_id, metrics=batch[i : i + 1000], synchronous=True)
+
+
+class MlflowRunPlots(Callback):
+    """At the end of training, draws the loss, accuracy (with the train/val gap), update-ratio
+    and activation-histogram plots and logs them under `plots/` in the run."""
+
+    def __init__(self, tracking_uri: str, run_id: str, history: Any, diagnostics: Any | None) -> None:
+        self.client, self.run_id = MlflowClient(tracking_uri), run_id
+        self.history, self.diagnostics = history, diagnostics
+
+    def on_fit_end(self, loop: Any, metrics: dict[str, float]) -> None:
+        from components.checks import plots
+
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp)
+            paths = []
+            if self.history.epochs:
+                paths += [plots.loss_curves(self.history.epochs, out / "loss_curves.png"),
+                          plots.accuracy_curves(self.history.epochs, out / "accuracy_curves.png")]
+            if self.diagnostics is not None and self.diagnostics.ratios:
+                paths.append(plots.update_ratios(self.diagnostics.ratios, out / "update_ratios.png"))
+            if self.diagnostics is not None and self.diagnostics.histograms:
+                paths.append(plots.activation_histograms(self.diagnostics.histograms, out / "activation_histograms.png"))
+            for path in paths:
+                self.client.log_artifact(self.run_id, str(path), "plots")

@@ -1,0 +1,111 @@
+"""The end-of-run plots (matplotlib, headless): each function writes one PNG and returns its path."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def loss_curves(epochs: Sequence[dict[str, float]], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    x = [m["epoch"] for m in epochs]
+    for key in ("train/loss", "val/loss"):
+        ax.plot(x, [m.get(key, math.nan) for m in epochs], marker="o", label=key)
+    ax.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax.legend()
+    return _save(fig, path)
+
+
+def accuracy_curves(epochs: Sequence[dict[str, float]], path: Path) -> Path:
+    """Train and val accuracy with the gap between them shaded (a large gap: overfitting)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    x = [m["epoch"] for m in epochs]
+    train = [m.get("train/acc", math.nan) for m in epochs]
+    val = [m.get("val/acc", math.nan) for m in epochs]
+    ax.plot(x, train, marker="o", label="train/acc")
+    ax.plot(x, val, marker="o", label="val/acc")
+    ax.fill_between(x, val, train, alpha=0.2, label="train − val gap")
+    ax.set(xlabel="epoch", ylabel="accuracy", title="accuracy and train/val gap")
+    ax.legend()
+    return _save(fig, path)
+
+
+def update_ratios(ratios: dict[str, list[tuple[int, float]]], path: Path) -> Path:
+    """One line per weight tensor on a log axis, with the healthy 1e-3 marked."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, points in ratios.items():
+        if points and not name.endswith("bias"):
+            steps, values = zip(*points)
+            ax.plot(steps, [max(v, 1e-12) for v in values], label=name, linewidth=1)
+    ax.axhline(1e-3, color="k", linestyle="--", linewidth=1, label="1e-3 (healthy)")
+    ax.set_yscale("log")
+    ax.set(xlabel="optimizer step", ylabel="‖ΔW‖ / ‖W‖", title="update / weight ratio per layer")
+    ax.legend(fontsize=6, ncol=2)
+    return _save(fig, path)
+
+
+def activation_histograms(histograms: dict[str, torch.Tensor], path: Path, title: str = "activations per layer") -> Path:
+    n = max(len(histograms), 1)
+    cols = min(n, 5)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.2 * rows), squeeze=False)
+    for ax, (name, values) in zip(axes.flat, histograms.items()):
+        ax.hist(values.numpy(), bins=50)
+        ax.set_title(f"{name}\nmean {float(values.mean()):.2f} std {float(values.std()):.2f}", fontsize=7)
+        ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[len(histograms):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def lr_range(rows: Sequence[dict[str, float | str]], suggested: tuple[float, float] | None, path: Path) -> Path:
+    """Loss after a few steps against lr (log axis), coloured by verdict; the suggested range shaded."""
+    colours = {"too small": "tab:gray", "falls": "tab:green", "explodes": "tab:red"}
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for verdict, colour in colours.items():
+        pts = [(r["lr"], r["final_loss"] if math.isfinite(float(r["final_loss"])) else float("nan")) for r in rows if r["verdict"] == verdict]
+        if pts:
+            ax.scatter(*zip(*pts), color=colour, label=verdict)
+    finite = [float(r["final_loss"]) for r in rows if math.isfinite(float(r["final_loss"]))]
+    if finite:
+        ax.axhline(float(rows[0]["initial_loss"]), color="k", linestyle=":", linewidth=1, label="initial loss")
+    if suggested:
+        ax.axvspan(*suggested, color="tab:green", alpha=0.1, label="suggested search range")
+    ax.set_xscale("log")
+    ax.set(xlabel="learning rate", ylabel="loss after the test's steps", title="learning-rate range test")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def init_study(results: dict[str, list[dict]], path: Path) -> Path:
+    """One row per case: per-layer std (left) and the activation histograms of layers 1..L."""
+    cases = list(results)
+    depth = len(next(iter(results.values())))
+    fig, axes = plt.subplots(len(cases), depth + 1, figsize=(1.5 * (depth + 1), 1.6 * len(cases)), squeeze=False)
+    for row, case in zip(axes, cases):
+        layers = results[case]
+        row[0].plot([r["layer"] for r in layers], [r["std"] for r in layers], marker="o", markersize=3)
+        row[0].set_title(f"{case}: std", fontsize=7)
+        row[0].set_ylim(bottom=0)
+        row[0].tick_params(labelsize=5)
+        for ax, r in zip(row[1:], layers):
+            ax.hist(r["values"].numpy(), bins=40)
+            ax.set_title(f"L{r['layer']} μ={r['mean']:.2f} σ={r['std']:.2g}", fontsize=5)
+            ax.tick_params(labelsize=4)
+            ax.set_yticks([])
+    fig.suptitle("activations per layer (10 × 500 MLP on N(0,1) inputs)", fontsize=9)
+    return _save(fig, path)

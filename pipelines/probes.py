@@ -1,0 +1,60 @@
+"""Builds what the preflight checks need from a plain config and runs them (in-process, or as
+a Ray task from `raysitter check`)."""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+
+from components.checks import initial_loss, lr_range_test, overfit_tiny, regularization_raises_loss
+from pipelines import build
+
+# Model options that regularise; the checks switch them off ("regularisation off").
+REGULARISERS = {"dropout": 0.0, "drop_connect": 0.0, "stochastic_depth": 0.0}
+
+
+def unregularised(config: dict[str, Any]) -> dict[str, Any]:
+    config = copy.deepcopy(config)
+    for key, off in REGULARISERS.items():
+        if key in config["model"]:
+            config["model"][key] = off
+    if "weight_decay" in config["optimizer"]:
+        config["optimizer"]["weight_decay"] = 0.0
+    return config
+
+
+def run_probes(config: dict[str, Any]) -> dict[str, Any]:
+    """All checks on `config`; returns plain data (check results, range-test rows, suggestion)."""
+    c, seed = config["check"], config["seed"]
+    torch.set_num_threads(max(1, int(config["trainer"]["resources_per_worker"].get("CPU", 1))))
+    plain = unregularised(config)
+    splits = build.data_source(config["data"]).load(seed)
+    normalizer = build.normalizer(config["preprocess"], splits.train.as_float())
+    pick = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(seed))
+    x_all, y_all = normalizer(splits.train.as_float()[pick]), splits.train.y[pick]
+    x, y = x_all[: c["examples"]], y_all[: c["examples"]]
+
+    def make_model(node: dict = plain) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        return build.model(node["model"], splits.input_shape, splits.num_classes, node.get("init"))
+
+    def make_optimizer(model: torch.nn.Module, lr: float | None) -> torch.optim.Optimizer:
+        node = dict(plain["optimizer"])
+        if lr is not None:
+            node["lr"] = lr
+        return build.optimizer(node, model)
+
+    results = [
+        initial_loss(make_model(), x, y, splits.num_classes, c["initial_loss_tolerance"]),
+        regularization_raises_loss(make_model(), x, y, c["regularization_strength"]),
+        overfit_tiny(make_model, make_optimizer, x[: c["overfit_examples"]], y[: c["overfit_examples"]], c["overfit_steps"], c["overfit_target_loss"]),
+    ]
+    r = c["lr_range"]
+    lrs = np.logspace(np.log10(r["low"]), np.log10(r["high"]), r["points"])
+    range_result, rows, suggested = lr_range_test(
+        make_model, make_optimizer, x, y, lrs, r["steps"], config["trainer"]["batch_size"], config["optimizer"].get("lr"), seed
+    )
+    results.append(range_result)
+    return {"results": [res.to_dict() for res in results], "lr_rows": rows, "suggested": suggested, "num_classes": splits.num_classes}
