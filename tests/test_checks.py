@@ -140,3 +140,13 @@ def test_init_study_reproduces_the_lecture():
     assert xavier[-1]["std"] > 0.15 and xavier[-1]["std"] / xavier[0]["std"] > 0.3  # roughly kept
     assert relu_xavier[-1]["std"] < 0.1 * relu_xavier[0]["std"]  # ReLU with Xavier shrinks
     assert relu_he[-1]["std"] > 0.6 * relu_he[0]["std"]  # He keeps it
+
+
+def test_far_off_update_ratios_and_dead_units_are_warned_once():
+    warnings = []
+    diag = Diagnostics(warn=warnings.append)
+    diag.ratios["w"] = [(1, 0.5)]
+    diag.activations["relu"] = [(1, {"dead": 0.9, "mean": 0.0, "std": 0.0})]
+    diag.on_epoch_end(None, 1, {})
+    diag.on_epoch_end(None, 2, {})
+    assert len(warnings) == 2 and "lower optimizer.lr" in warnings[0] and "dead" in warnings[1]

@@ -45,13 +45,13 @@ def update_ratio(before: torch.Tensor, after: torch.Tensor) -> float:
 class Diagnostics(Callback):
     """Every `every_n_steps` steps: `update_ratio/<param>` (healthy near 1e-3),
     `grad_norm/<param>`, and `act/<layer>/{mean,std,dead,saturated}` for every activation
-    module, passed to `log(metrics, step)`. Warns at epoch end when a ratio left
-    `ratio_range`. Keeps what the end-of-run plots need."""
+    module, passed to `log(metrics, step)`. Warns when the median ratio leaves `ratio_range`
+    (two decades around 1e-3 by default: "far off"). Keeps what the end-of-run plots need."""
 
     def __init__(
         self,
         every_n_steps: int = 20,
-        ratio_range: tuple[float, float] = (1e-4, 1e-2),
+        ratio_range: tuple[float, float] = (1e-5, 1e-1),
         saturation: float = 0.99,
         histogram_samples: int = 4096,
         log: LogFn | None = None,
@@ -67,6 +67,7 @@ class Diagnostics(Callback):
         self._before: dict[str, torch.Tensor] = {}
         self._pending: dict[str, float] = {}
         self._loop: Any = None
+        self._warned: set[str] = set()
 
     def measuring(self, step: int) -> bool:
         return step == 1 or step % self.every == 0
@@ -113,21 +114,25 @@ class Diagnostics(Callback):
         self._pending.clear()
 
     def on_epoch_end(self, loop: Any, epoch: int, metrics: dict[str, float]) -> None:
+        """Warns (once per kind) when the median weight update ratio is far from 1e-3 or most
+        units of a layer are dead."""
         low, high = self.ratio_range
-        latest = {n: v[-1][1] for n, v in self.ratios.items() if v and v[-1][0] > 0}
-        weights = {n: r for n, r in latest.items() if not n.endswith("bias")}
-        off = {n: r for n, r in weights.items() if not low <= r <= high}
-        if off:
-            worst = max(off, key=lambda n: abs(math.log10(max(off[n], 1e-30)) + 3))  # farthest from 1e-3
-            direction = "high: lower optimizer.lr" if off[worst] > high else "low: raise optimizer.lr"
-            self.warn(
-                f"  warning: update/weight ratio of {len(off)}/{len(weights)} weight tensors outside "
-                f"[{low:g}, {high:g}] (healthy ≈ 1e-3); {worst} = {off[worst]:.2g}, too {direction}"
-            )
+        weights = [v[-1][1] for n, v in self.ratios.items() if v and not n.endswith("bias")]
+        if weights:
+            median = sorted(weights)[len(weights) // 2]
+            if median > high:
+                self._warn_once("ratio_high", f"median update/weight ratio {median:.2g} is far above 1e-3 (limit {high:g}): lower optimizer.lr")
+            elif median < low:
+                self._warn_once("ratio_low", f"median update/weight ratio {median:.2g} is far below 1e-3 (limit {low:g}): raise optimizer.lr")
         dead = {n: s[-1][1]["dead"] for n, s in self.activations.items() if s and "dead" in s[-1][1]}
         if dead and max(dead.values()) > 0.5:
             name = max(dead, key=dead.get)
-            self.warn(f"  warning: {dead[name]:.0%} of the units of {name} are dead (never active in a batch)")
+            self._warn_once("dead", f"{dead[name]:.0%} of the units of layer {name} are dead (silent for a whole batch): lower the lr or use He init / leaky ReLU")
+
+    def _warn_once(self, kind: str, message: str) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            self.warn(f"  warning: {message}")
 
 
 class History(Callback):
