@@ -7,6 +7,7 @@ import sys
 PIPELINES = {
     "train": ("pipelines.train", "train a model on Ray Train, tracked in MLflow (Hydra app)"),
     "check": ("pipelines.check", "preflight checks: initial loss, regularisation, overfit a tiny subset, lr range test"),
+    "tune": ("pipelines.tune", "Ray Tune random search in log space, coarse → fine, nested MLflow runs"),
     "study": ("pipelines.study", "run a named study from conf/study/ (e.g. init)"),
     "ui": ("pipelines.ui", "open the MLflow UI on the local store"),
 }

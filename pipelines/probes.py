@@ -11,6 +11,16 @@ import torch
 from components.checks import initial_loss, lr_range_test, overfit_tiny, regularization_raises_loss
 from pipelines import build
 
+def _default_check() -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    from pipelines.app import CONF_DIR
+
+    return OmegaConf.to_container(OmegaConf.load(CONF_DIR / "check.yaml"))["check"]
+
+
+DEFAULT_CHECK = _default_check()  # conf/check.yaml's thresholds, for callers whose config has none (tune)
+
 # Model options that regularise; the checks switch them off ("regularisation off").
 REGULARISERS = {"dropout": 0.0, "drop_connect": 0.0, "stochastic_depth": 0.0}
 
@@ -25,9 +35,10 @@ def unregularised(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def run_probes(config: dict[str, Any]) -> dict[str, Any]:
-    """All checks on `config`; returns plain data (check results, range-test rows, suggestion)."""
-    c, seed = config["check"], config["seed"]
+def run_probes(config: dict[str, Any], range_test: bool = True) -> dict[str, Any]:
+    """All checks on `config` (the lr range test only when `range_test`); returns plain data
+    (check results, range-test rows, suggestion)."""
+    c, seed = config.get("check") or DEFAULT_CHECK, config["seed"]
     torch.set_num_threads(max(1, int(config["trainer"]["resources_per_worker"].get("CPU", 1))))
     plain = unregularised(config)
     splits = build.data_source(config["data"]).load(seed)
@@ -51,6 +62,8 @@ def run_probes(config: dict[str, Any]) -> dict[str, Any]:
         regularization_raises_loss(make_model(), x, y, c["regularization_strength"]),
         overfit_tiny(make_model, make_optimizer, x[: c["overfit_examples"]], y[: c["overfit_examples"]], c["overfit_steps"], c["overfit_target_loss"]),
     ]
+    if not range_test:
+        return {"results": [res.to_dict() for res in results], "lr_rows": [], "suggested": None, "num_classes": splits.num_classes}
     r = c["lr_range"]
     lrs = np.logspace(np.log10(r["low"]), np.log10(r["high"]), r["points"])
     range_result, rows, suggested = lr_range_test(

@@ -48,16 +48,15 @@ def init_ray(trainer: dict[str, Any]) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def fit(config: dict[str, Any], run_name: str) -> Any:
-    """Runs `pipelines.worker.train_worker` on `trainer.num_workers` DDP workers; returns Ray's Result."""
+def make_trainer(config: dict[str, Any], run_name: str, storage_path: str | None = None, callbacks: list | None = None) -> Any:
+    """A TorchTrainer running `pipelines.worker.train_worker` on `trainer.num_workers` DDP workers."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from pipelines.worker import train_worker
 
     t = config["trainer"]
-    init_ray(t)
-    trainer = TorchTrainer(
+    return TorchTrainer(
         train_worker,
         train_loop_config=config,
         torch_config=TorchConfig(backend="nccl" if t["use_gpu"] else "gloo"),
@@ -66,10 +65,16 @@ def fit(config: dict[str, Any], run_name: str) -> Any:
         ),
         run_config=ray.train.RunConfig(
             name=run_name,
-            storage_path=str(Path(config["output_dir"]) / "ray_results"),
+            storage_path=storage_path or str(Path(config["output_dir"]) / "ray_results"),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=t["checkpoints_to_keep"]),
             failure_config=ray.train.FailureConfig(max_failures=t["max_failures"]),
             logging_config=ray.train.LoggingConfig(log_level=t.get("log_level", "WARNING")),
+            callbacks=callbacks or [],
         ),
     )
-    return trainer.fit()
+
+
+def fit(config: dict[str, Any], run_name: str) -> Any:
+    """Starts or joins Ray, trains, and returns Ray's Result."""
+    init_ray(config["trainer"])
+    return make_trainer(config, run_name).fit()

@@ -21,7 +21,7 @@ MAX_PARAM_LEN = 6000  # MLflow's limit for a param value is 6000 characters
 
 
 class RunTracker:
-    def __init__(self, config: dict[str, Any], run_name: str, tags: dict[str, str]) -> None:
+    def __init__(self, config: dict[str, Any], run_name: str, tags: dict[str, str], resume_run_id: str | None = None) -> None:
         tracking = config["tracking"]
         self.uri = tracking["uri"]
         self.client = MlflowClient(self.uri)
@@ -29,9 +29,13 @@ class RunTracker:
         if self.uri.startswith("sqlite:///"):  # keep artifacts beside the embedded store, not in ./mlruns
             artifact_root = (Path(config["output_dir"]) / "mlartifacts").as_uri()
         self.experiment_id = ensure_experiment(self.client, tracking["experiment"], artifact_root)
-        self.run = self.client.create_run(
-            self.experiment_id, run_name=run_name, tags={**environment_tags(PROJECT_DIR), **tags}
-        )
+        if resume_run_id:  # reopen a run an interrupted job left KILLED
+            self.client.update_run(resume_run_id, status="RUNNING")
+            self.run = self.client.get_run(resume_run_id)
+        else:
+            self.run = self.client.create_run(
+                self.experiment_id, run_name=run_name, tags={**environment_tags(PROJECT_DIR), **tags}
+            )
         self.run_id = self.run.info.run_id
         self.ended = False
 
@@ -70,9 +74,11 @@ class RunTracker:
 
 
 @contextmanager
-def tracked_run(config: dict[str, Any], run_name: str, tags: dict[str, str]) -> Iterator[RunTracker]:
+def tracked_run(
+    config: dict[str, Any], run_name: str, tags: dict[str, str], resume_run_id: str | None = None
+) -> Iterator[RunTracker]:
     """Ends the run FINISHED on success, KILLED on Ctrl-C/SIGTERM and FAILED on any error."""
-    tracker = RunTracker(config, run_name, tags)
+    tracker = RunTracker(config, run_name, tags, resume_run_id)
 
     def on_sigterm(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from pipelines import validate
 from pipelines.app import hydra_app
 from pipelines.errors import UserError
+from pipelines.multirun import group_tags
 from pipelines.tracking import RunTracker, tracked_run
 
 
@@ -34,6 +35,7 @@ def hydra_tags(pipeline: str) -> tuple[dict[str, str], dict[str, Any]]:
         "pipeline": pipeline,
         "hydra.overrides": " ".join(overrides) or "(none)",
         "command": " ".join(["raysitter", pipeline, *overrides]),
+        **group_tags(),
     }
     return tags, dict(hc.runtime.choices)
 

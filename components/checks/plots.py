@@ -109,3 +109,36 @@ def init_study(results: dict[str, list[dict]], path: Path) -> Path:
             ax.set_yticks([])
     fig.suptitle("activations per layer (10 × 500 MLP on N(0,1) inputs)", fontsize=9)
     return _save(fig, path)
+
+
+def metric_vs_param(trials: Sequence[dict], param: str, metric: str, path: Path, log: bool = True) -> Path:
+    """The metric of every trial against one hyperparameter, one colour per stage."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for stage in sorted({t["stage"] for t in trials}):
+        pts = [(t[param], t[metric]) for t in trials if t["stage"] == stage and isinstance(t.get(metric), (int, float))]
+        if pts:
+            ax.scatter(*zip(*pts), label=f"stage {stage}", alpha=0.8)
+    if log:
+        ax.set_xscale("log")
+    ax.set(xlabel=param, ylabel=metric, title=f"{metric} vs {param}")
+    ax.legend()
+    return _save(fig, path)
+
+
+def param_scatter(trials: Sequence[dict], x: str, y: str, metric: str, path: Path) -> Path:
+    """Two hyperparameters against each other (log axes), coloured by the metric."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    pts = [t for t in trials if isinstance(t.get(metric), (int, float)) and math.isfinite(t[metric])]
+    markers = {1: "o", 2: "s", 3: "^"}
+    sc = None
+    for stage in sorted({t["stage"] for t in pts}):
+        group = [t for t in pts if t["stage"] == stage]
+        sc = ax.scatter([t[x] for t in group], [t[y] for t in group], c=[t[metric] for t in group], cmap="viridis",
+                        vmin=min(t[metric] for t in pts), vmax=max(t[metric] for t in pts), marker=markers.get(stage, "o"), label=f"stage {stage}")
+    if sc is not None:
+        fig.colorbar(sc, ax=ax, label=metric)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set(xlabel=x, ylabel=y, title=f"{x} vs {y}, coloured by {metric}")
+    ax.legend()
+    return _save(fig, path)

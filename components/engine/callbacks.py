@@ -49,15 +49,16 @@ class CallbackList(Callback):
 class ProgressPrinter(Callback):
     """One line per epoch: epoch, losses, accuracies, lr and images/s."""
 
-    def __init__(self, epochs: int, print_fn=print) -> None:
+    def __init__(self, epochs: int, print_fn=print, label: str = "") -> None:
         self.epochs, self.print = epochs, print_fn
+        self.label = f"{label}  " if label else ""  # e.g. the trial in a sweep
 
     def on_epoch_end(self, loop: Any, epoch: int, m: dict[str, float]) -> None:
         if m.get("diverged"):
-            self.print(f"epoch {epoch:>3}/{self.epochs}  DIVERGED: train/loss is {m['train/loss']} — stopping", flush=True)
+            self.print(f"{self.label}epoch {epoch:>3}/{self.epochs}  DIVERGED: train/loss is {m['train/loss']} — stopping", flush=True)
             return
         self.print(
-            f"epoch {epoch:>3}/{self.epochs}  "
+            f"{self.label}epoch {epoch:>3}/{self.epochs}  "
             f"train/loss {m['train/loss']:.4f}  train/acc {m['train/acc']:.4f}  "
             f"val/loss {m['val/loss']:.4f}  val/acc {m['val/acc']:.4f}  "
             f"lr {m['lr']:.3g}  {m['train/images_per_s']:,.0f} img/s",

@@ -129,8 +129,8 @@ class TrainLoop:
         for epoch in range(self.start_epoch, self.epochs + 1):
             lr = self.lr  # the lr this epoch trained with
             train = self.train_one_epoch(epoch)
-            if not math.isfinite(train["train/loss"]):
-                metrics = {"epoch": epoch, **train, "lr": lr, "diverged": 1.0}
+            if not math.isfinite(train["train/loss"]):  # the val metrics keep the schema a sweep ranks by
+                metrics = {"epoch": epoch, **train, **self.evaluate(self.val, "val"), "lr": lr, "diverged": 1.0}
                 self.hooks.on_epoch_end(self, epoch, metrics)
                 break
             metrics = {"epoch": epoch, **train, **self.evaluate(self.val, "val"), "lr": lr}

@@ -1,0 +1,118 @@
+"""The pieces of `raysitter tune`: search-space checks, the trial function Ray Tune runs, one
+stage as a Tuner, and the sweep's state file (what resuming reads)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+import tempfile
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from components.search import Dist, has_dotted, parse_space, set_dotted
+from components.tracking import flatten
+from pipelines.app import CONF_DIR
+from pipelines.errors import UserError
+
+ATTEMPT_TAG = "raysitter.trial"
+
+
+def check_search(config: dict[str, Any]) -> dict[str, Dist]:
+    """The search space parses and names keys that exist; raises UserError otherwise."""
+    search = config["search"]
+    try:
+        space = parse_space(search["space"])
+    except ValueError as e:
+        raise UserError("search.space", f"{e}.", "fix the distribution in conf/search/ or the search.space override.") from None
+    for key in space:
+        if not has_dotted(config, key):
+            raise UserError("search.space", f"{key!r} is not a key of the training config.", "use a dotted key that `raysitter train --cfg job` shows, e.g. optimizer.lr.")
+    if not search["stages"] or any(s["samples"] < 1 or s["epochs"] < 1 for s in search["stages"]):
+        raise UserError("search.stages", f"each stage needs samples ≥ 1 and epochs ≥ 1 (got {search['stages']}).", "e.g. search.stages=[{samples:12,epochs:3},{samples:6,epochs:10}].")
+    if search["scheduler"] not in ("asha", "none"):
+        raise UserError("search.scheduler", f"must be asha or none (got {search['scheduler']!r}).", "pass search.scheduler=asha or search.scheduler=none.")
+    if search["method"] not in ("random", "grid"):
+        raise UserError("search.method", f"must be random or grid (got {search['method']!r}).", "pass search.method=random or search.method=grid.")
+    return space
+
+
+def group_value(key: str, value: Any) -> Any:
+    """A choice over a config group (`model.activation: relu`) becomes that file's content."""
+    folder = CONF_DIR / key.replace(".", "/")
+    if isinstance(value, str) and folder.is_dir() and (folder / f"{value}.yaml").is_file():
+        return OmegaConf.to_container(OmegaConf.load(folder / f"{value}.yaml"), resolve=True)
+    return value
+
+
+def trial_config(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    return set_dotted(base, {k: group_value(k, v) for k, v in values.items()})
+
+
+def run_trial(values: dict[str, Any], base: dict[str, Any]) -> None:
+    """Ray Tune's function trainable: one trial = one Ray Train run of the training code, with
+    a nested MLflow run (parent = the sweep) that worker 0 fills epoch by epoch."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from pipelines.ray_runner import make_trainer
+
+    import ray
+
+    # Ray Train's controller looks its cluster up by address; name this one explicitly so
+    # another Ray instance on the same machine cannot make the lookup ambiguous.
+    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    ctx = tune.get_context()
+    trial_id, sweep = ctx.get_trial_id(), base["_sweep"]
+    config = trial_config({k: v for k, v in base.items() if k != "_sweep"}, values)
+    client = MlflowClient(sweep["tracking_uri"])
+    label = f"s{sweep['stage']}/{trial_id.split('_')[-1]}"
+    run = client.create_run(
+        sweep["experiment_id"],
+        run_name=f"{sweep['name']}-s{sweep['stage']}-{trial_id.split('_')[-1]}",
+        tags={"mlflow.parentRunId": sweep["parent_run_id"], "pipeline": "tune-trial", "sweep": sweep["name"],
+              "stage": str(sweep["stage"]), ATTEMPT_TAG: trial_id},
+    )
+    run_id = run.info.run_id
+    try:
+        for i in range(0, len(params := [(k, str(v)[:6000]) for k, v in flatten(values).items()]), 100):
+            from mlflow.entities import Param
+
+            client.log_batch(run_id, params=[Param(f"search.{k}", v) for k, v in params[i : i + 100]])
+        config["_run"] = {"run_id": run_id, "tracking_uri": sweep["tracking_uri"], "label": label}
+        result = make_trainer(config, f"{sweep['name']}-{trial_id}", storage_path=sweep["storage"], callbacks=[TuneReportCallback()]).fit()
+        metrics = result.metrics or client.get_run(run_id).data.metrics
+        if metrics.get("diverged"):
+            client.set_tag(run_id, "raysitter.outcome", "diverged")
+            client.set_terminated(run_id, "FAILED")
+        else:
+            client.set_terminated(run_id, "FINISHED")
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+
+
+def close_orphans(client: MlflowClient, experiment_id: str, parent_run_id: str, status: str, outcome: str) -> int:
+    """Trial runs still RUNNING under the sweep (stopped by ASHA, or left by a killed driver)
+    end as `status` with `raysitter.outcome=outcome`; returns how many."""
+    orphans = client.search_runs(
+        [experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'"
+    )
+    for run in orphans:
+        client.set_tag(run.info.run_id, "raysitter.outcome", outcome)
+        client.set_terminated(run.info.run_id, status)
+    return len(orphans)
+
+
+def write_state(path: Path, state: dict[str, Any]) -> None:
+    """Atomically (temporary file, then rename): a kill mid-write leaves the previous state."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(state, f, indent=2, default=str)
+    os.replace(tmp, path)
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())

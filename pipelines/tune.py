@@ -1,0 +1,238 @@
+"""raysitter tune: log-space random search with Ray Tune, coarse → fine.
+
+    raysitter tune search=smoke                  # a tiny two-stage sweep (about a minute)
+    raysitter tune search=lr_wd                  # the lecture's lr × weight-decay search
+    raysitter tune resume=<sweep name>           # continue an interrupted sweep
+
+Stage 1 samples the space for few epochs; each later stage samples a space narrowed (in log
+space) around the previous stage's top-k trials. Every trial is a Ray Train run of the same
+training code, with a nested MLflow run under the sweep's parent run.
+"""
+from __future__ import annotations
+
+import csv
+import functools
+import logging
+import os
+from pathlib import Path
+import sys
+import tempfile
+import time
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
+
+from components.search import Dist, flatten_space, narrow, to_tune
+from pipelines import sweep, validate
+from pipelines.app import hydra_app
+from pipelines.errors import UserError
+from pipelines.tracking import RunTracker, tracked_run
+
+console = Console(width=None if sys.stdout.isatty() else 150)
+
+
+def describe(space: dict[str, Dist]) -> str:
+    return ", ".join(f"{k} ~ {d.describe()}" for k, d in space.items())
+
+
+def run_stage(config: dict, space: dict[str, Dist], stage: int, state: dict, tracker: RunTracker, restore: bool) -> list[dict]:
+    """One stage as one Tuner; returns a dict per trial (its values, last metrics, epochs run)."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    s = config["search"]
+    spec = s["stages"][stage - 1]
+    base = sweep.trial_config(config, {})
+    base["trainer"] = {**base["trainer"], "epochs": spec["epochs"], "resources_per_worker": {**base["trainer"]["resources_per_worker"], "CPU": s["worker_cpus"]}}
+    base["tracking"] = {**base["tracking"], "log_model": False}
+    base["_sweep"] = {
+        "name": state["name"], "stage": stage, "parent_run_id": tracker.run_id, "experiment_id": tracker.experiment_id,
+        "tracking_uri": tracker.uri, "storage": str(Path(config["output_dir"]) / "ray_results" / state["name"] / "trials"),
+    }
+    trainable = tune.with_resources(functools.partial(sweep.run_trial, base=base), {"CPU": s["trial_cpus"]})
+    storage = str(Path(config["output_dir"]) / "ray_results" / state["name"])
+    stage_name = f"stage{stage}"
+    if restore and tune.Tuner.can_restore(f"{storage}/{stage_name}"):
+        console.print(f"[bold]stage {stage}[/]: resuming the unfinished trials of {storage}/{stage_name}")
+        tuner = tune.Tuner.restore(f"{storage}/{stage_name}", trainable=trainable, resume_unfinished=True, restart_errored=True)
+    else:
+        scheduler = None
+        if s["scheduler"] == "asha":
+            scheduler = ASHAScheduler(time_attr="training_iteration", max_t=spec["epochs"], grace_period=s["grace_period"], reduction_factor=s["reduction_factor"])
+        samples = 1 if s["method"] == "grid" else spec["samples"]
+        tuner = tune.Tuner(
+            trainable,
+            param_space=to_tune(space, s["method"], s["grid_points"]),
+            tune_config=tune.TuneConfig(metric=s["metric"], mode=s["mode"], num_samples=samples, scheduler=scheduler, max_concurrent_trials=s["max_concurrent"]),
+            run_config=tune.RunConfig(name=stage_name, storage_path=storage, verbose=0),
+        )
+    console.print(f"[bold]stage {stage}[/]: {spec['samples'] if s['method'] == 'random' else 'grid'} trials × {spec['epochs']} epochs over {describe(space)}")
+    grid = tuner.fit()
+    trials = []
+    for result in grid:
+        m = result.metrics or {}
+        trials.append({
+            "stage": stage, "trial_id": m.get("trial_id") or Path(result.path).name, **result.config,
+            "epochs_run": m.get("training_iteration", 0), "error": str(result.error).splitlines()[0] if result.error else "",
+            **{k: m[k] for k in ("val/acc", "val/loss", "train/loss", "train/acc", "diverged") if k in m},
+        })
+    unfinished = [t for t in trials if not t["error"] and t["epochs_run"] == 0]
+    if unfinished:
+        raise KeyboardInterrupt(f"stage {stage} stopped before {len(unfinished)} trials ran")
+    stopped = sweep.close_orphans(tracker.client, tracker.experiment_id, tracker.run_id, "KILLED", "early_stopped")
+    if stopped:
+        console.print(f"  ASHA stopped {stopped} trials early")
+    return trials
+
+
+def score(trial: dict, metric: str, mode: str) -> float:
+    v = trial.get(metric)
+    if not isinstance(v, (int, float)) or v != v or trial.get("diverged"):
+        return float("-inf")
+    return v if mode == "max" else -v
+
+
+def log_sweep(tracker: RunTracker, config: dict, trials: list[dict], narrowing: list[str]) -> dict:
+    from components.checks import plots
+
+    s = config["search"]
+    best = max(trials, key=lambda t: score(t, s["metric"], s["mode"]))
+    client, run_id = tracker.client, tracker.run_id
+    client.log_metric(run_id, f"best/{s['metric']}", float(best.get(s["metric"], float("nan"))))
+    space_keys = list(flatten_space(s["space"]))
+    for key in space_keys:
+        client.log_param(run_id, f"best.{key}", best.get(key))
+    client.set_tag(run_id, "best.trial", best["trial_id"])
+    keys = sorted({k for t in trials for k in t})
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        with open(out / "trials.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(trials)
+        (out / "narrowing.txt").write_text("\n".join(narrowing) + "\n")
+        paths = [out / "trials.csv", out / "narrowing.txt"]
+        space = flatten_space(s["space"])
+        numeric = [k for k in space_keys if all(isinstance(t.get(k), (int, float)) for t in trials)]
+        for k in numeric:
+            log_axis = "loguniform" in space[k]
+            paths.append(plots.metric_vs_param(trials, k, s["metric"], out / f"{s['metric'].replace('/', '_')}_vs_{k}.png", log=log_axis))
+        if "optimizer.lr" in numeric and "optimizer.weight_decay" in numeric:
+            paths.append(plots.param_scatter(trials, "optimizer.lr", "optimizer.weight_decay", s["metric"], out / "lr_vs_weight_decay.png"))
+        for p in paths:
+            client.log_artifact(run_id, str(p))
+    return best
+
+
+def print_summary(config: dict, trials: list[dict], best: dict, overrides: list[str], tracker: RunTracker) -> None:
+    s = config["search"]
+    keys = list(flatten_space(s["space"]))
+    table = Table(title=f"top trials by {s['metric']}")
+    for col in ("stage", "trial", *keys, s["metric"], "epochs"):
+        table.add_column(col)
+    for t in sorted(trials, key=lambda t: score(t, s["metric"], s["mode"]), reverse=True)[:5]:
+        value = t.get(s["metric"])
+        table.add_row(str(t["stage"]), t["trial_id"], *(f"{t.get(k):.3g}" if isinstance(t.get(k), float) else str(t.get(k)) for k in keys),
+                      f"{value:.4f}" if isinstance(value, float) else str(value), str(t["epochs_run"]))
+    console.print(table)
+    keep = [o for o in overrides if not o.split("=")[0].lstrip("+~").startswith(("search", "resume", "sweep_name", "preflight", "force", "tracking.experiment"))]
+    sets = [f"{k}={best[k]:.4g}" if isinstance(best[k], float) else f"{k}={best[k]}" for k in keys]
+    epochs = s["stages"][-1]["epochs"]
+    console.print(f"retrain the best:  raysitter train {' '.join(keep + sets)} trainer.epochs={epochs}", soft_wrap=True)
+    console.print(f"MLflow parent run  {tracker.run_id}  ({tracker.uri}, experiment {config['tracking']['experiment']})", soft_wrap=True)
+
+
+def preflight(config: dict) -> None:
+    """raysitter check's gating checks; a failing model does not get a sweep unless force=true."""
+    import ray
+
+    from pipelines.check import gating_passed, print_table
+    from pipelines.probes import run_probes
+
+    report = ray.get(ray.remote(num_cpus=1)(run_probes).remote(config, range_test=False))
+    if not gating_passed(report["results"]):
+        print_table(report["results"], console)
+        raise UserError("preflight", "a gating check failed on this model, so the sweep would search a broken setup.",
+                        "fix what the table above says, or pass force=true to sweep anyway (preflight=false skips the checks).")
+    console.print("preflight: initial loss, regularisation and overfit checks PASS")
+
+
+def sweep_state(config: dict, choices: dict) -> tuple[dict, Path, bool]:
+    """A new sweep's state, or the saved one when `resume=NAME`."""
+    root = Path(config["output_dir"]) / "sweeps"
+    if config.get("resume"):
+        path = root / config["resume"] / "state.json"
+        if not path.is_file():
+            known = sorted(p.name for p in root.glob("*") if (p / "state.json").is_file())
+            raise UserError("resume", f"no sweep named {config['resume']!r} under {root}.", f"use one of: {', '.join(known) or '(none yet)'}.")
+        return sweep.read_state(path), path, True
+    name = config.get("sweep_name") or f"tune-{choices.get('search', 'search')}" + time.strftime("-%Y%m%d-%H%M%S")
+    path = root / name / "state.json"
+    if path.exists():
+        raise UserError("sweep_name", f"a sweep named {name!r} exists already.", f"resume it with resume={name}, or pick another sweep_name.")
+    return {"name": name, "config": config, "stages": [], "parent_run_id": None}, path, False
+
+
+def tune(cfg: DictConfig) -> dict:
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    config, _ = validate.prepare(cfg)
+    hc = HydraConfig.get()
+    overrides, choices = list(hc.overrides.task), dict(hc.runtime.choices)
+    state, state_path, resuming = sweep_state(config, choices)
+    if resuming:
+        config = {**state["config"], "output_dir": config["output_dir"]}
+    space = sweep.check_search(config)
+    from pipelines import ray_runner
+
+    # Tune saves its experiment state (what `resume=` restores) at most every this many seconds;
+    # trials here are short, so save often: a killed driver then loses no finished trial.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    ray_runner.init_ray(config["trainer"])
+    if config.get("preflight", True) and not config.get("force") and not resuming:
+        preflight(config)
+    tags = {"pipeline": "tune", "sweep": state["name"], "command": " ".join(["raysitter", "tune", *overrides]), "raysitter.kind": "sweep"}
+    with tracked_run(config, state["name"], tags, resume_run_id=state.get("parent_run_id")) as tracker:
+        if not resuming:
+            tracker.log_config(config)
+        else:
+            killed = sweep.close_orphans(tracker.client, tracker.experiment_id, tracker.run_id, "KILLED", "interrupted")
+            console.print(f"resuming sweep {state['name']}: {len(state['stages'])} stage(s) done, {killed} interrupted trial run(s) marked KILLED")
+        state["parent_run_id"] = tracker.run_id
+        sweep.write_state(state_path, state)
+        console.print(f"sweep [bold]{state['name']}[/] (resume with: raysitter tune resume={state['name']})")
+        trials: list[dict] = [t for st in state["stages"] for t in st["trials"]]
+        narrowing: list[str] = [st["narrowing"] for st in state["stages"]]
+        for stage in range(1, len(config["search"]["stages"]) + 1):
+            if stage <= len(state["stages"]):
+                space = {k: Dist(d["kind"], tuple(d["args"])) for k, d in state["stages"][stage - 1]["next_space"].items()}
+                continue
+            stage_trials = run_stage(config, space, stage, state, tracker, restore=resuming)
+            s = config["search"]
+            new_space = narrow(space, stage_trials, s["metric"], s["mode"], s["top_k"], s["margin"])
+            line = f"stage {stage} → {stage + 1}: " + "; ".join(f"{k}: {space[k].describe()} → {new_space[k].describe()}" for k in space)
+            console.print(line)
+            trials += stage_trials
+            narrowing.append(line)
+            state["stages"].append({"trials": stage_trials, "narrowing": line, "next_space": {k: {"kind": d.kind, "args": list(d.args)} for k, d in new_space.items()}})
+            sweep.write_state(state_path, state)
+            space = new_space
+        tracker.client.log_text(tracker.run_id, "\n".join(narrowing), "narrowing_log.txt")
+        best = log_sweep(tracker, config, trials, narrowing)
+    print_summary(config, trials, best, overrides, tracker)
+    return {"name": state["name"], "trials": trials, "best": best, "parent_run_id": tracker.run_id}
+
+
+@hydra_app("tune")
+def main(cfg: DictConfig) -> None:
+    try:
+        tune(cfg)
+    except KeyboardInterrupt as e:
+        print(f"raysitter tune: interrupted ({e}); the sweep's MLflow run is marked KILLED. Resume with the command printed at its start.", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

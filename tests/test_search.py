@@ -1,0 +1,86 @@
+"""Search spaces, coarse → fine narrowing, and bad search input (no Ray needed)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from components.search import Dist, grid_values, narrow, parse_space, set_dotted
+from pipelines import tune
+
+
+def test_narrowing_takes_the_top_k_span_in_log_space_with_a_margin():
+    space = {"optimizer.lr": Dist("loguniform", (1e-6, 1.0)), "optimizer.weight_decay": Dist("loguniform", (1e-7, 1e-1))}
+    trials = [
+        {"optimizer.lr": 1e-3, "optimizer.weight_decay": 1e-5, "val/acc": 0.95},
+        {"optimizer.lr": 1e-2, "optimizer.weight_decay": 1e-4, "val/acc": 0.93},
+        {"optimizer.lr": 1e-5, "optimizer.weight_decay": 1e-2, "val/acc": 0.40},
+        {"optimizer.lr": 0.5, "optimizer.weight_decay": 1e-6, "val/acc": float("nan")},  # diverged: ignored
+    ]
+    new = narrow(space, trials, "val/acc", "max", top_k=2, margin=0.5)
+    lo, hi = new["optimizer.lr"].args
+    # top-2 lrs span 1e-3..1e-2 (one decade); a margin of 0.5 × that = half a decade each side
+    assert math.log10(lo) == pytest.approx(-3.5) and math.log10(hi) == pytest.approx(-1.5)
+    wlo, whi = new["optimizer.weight_decay"].args
+    assert math.log10(wlo) == pytest.approx(-5.5) and math.log10(whi) == pytest.approx(-3.5)
+
+
+def test_narrowing_clips_to_the_original_range_and_handles_min_mode_and_choices():
+    space = {"optimizer.lr": Dist("loguniform", (1e-3, 1e-1)), "act": Dist("choice", ("relu", "elu", "tanh")), "width": Dist("uniform", (0.0, 1.0))}
+    trials = [
+        {"optimizer.lr": 1e-3, "act": "relu", "width": 0.2, "val/loss": 0.1},
+        {"optimizer.lr": 2e-3, "act": "elu", "width": 0.3, "val/loss": 0.2},
+        {"optimizer.lr": 1e-1, "act": "tanh", "width": 0.9, "val/loss": 2.0},
+    ]
+    new = narrow(space, trials, "val/loss", "min", top_k=2, margin=0.25)
+    assert new["optimizer.lr"].args[0] == 1e-3 and new["optimizer.lr"].args[1] < 1e-2
+    assert new["act"].args == ("relu", "elu")
+    lo, hi = new["width"].args
+    assert 0.0 <= lo < 0.2 and 0.3 < hi < 0.9
+
+
+@pytest.mark.parametrize(
+    "space,message",
+    [
+        ({"optimizer.lr": {"loguniform": [1e-1, 1e-5]}}, "above high"),
+        ({"optimizer.lr": {"loguniform": [0, 1e-1]}}, "positive"),
+        ({"optimizer.lr": {"normal": [0, 1]}}, "one of"),
+        ({"optimizer.lr": {"randint": [1.5, 3]}}, "whole numbers"),
+    ],
+)
+def test_bad_distributions_are_refused(space, message):
+    with pytest.raises(ValueError, match=message):
+        parse_space(space)
+
+
+def test_grid_values_are_log_spaced_for_loguniform():
+    assert grid_values(Dist("loguniform", (1e-4, 1e-2)), 3) == pytest.approx([1e-4, 1e-3, 1e-2])
+    assert grid_values(Dist("uniform", (0.0, 1.0)), 3) == pytest.approx([0.0, 0.5, 1.0])
+
+
+def test_nested_and_dotted_spaces_parse_alike():
+    nested = parse_space({"optimizer": {"lr": {"loguniform": [1e-4, 1e-2]}}})
+    assert nested == parse_space({"optimizer.lr": {"loguniform": [1e-4, 1e-2]}})
+
+
+def test_set_dotted_copies():
+    base = {"optimizer": {"lr": 1.0}}
+    assert set_dotted(base, {"optimizer.lr": 2.0}) == {"optimizer": {"lr": 2.0}} and base["optimizer"]["lr"] == 1.0
+
+
+BAD_SEARCH = [
+    (["+search.space.optimizer.momentm={uniform:[0,1]}"], "optimizer.momentm"),
+    (["search.space.optimizer.lr={loguniform:[1e-1,1e-5]}"], "above high"),
+    (["search.space.optimizer.lr={loguniform:[-1,1e-5]}"], "positive"),
+    (["search.scheduler=hyperband"], "search.scheduler"),
+    (["resume=no-such-sweep"], "resume"),
+]
+
+
+@pytest.mark.parametrize("overrides,text", BAD_SEARCH, ids=[o[0] for o, _ in BAD_SEARCH])
+def test_bad_search_input_exits_2_before_anything_starts(overrides, text, output_dir, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        tune.main(["search=smoke", *overrides], prog="raysitter tune")
+    assert exit_info.value.code == 2
+    assert text in capsys.readouterr().err
+    assert not (output_dir / "sweeps").exists() and not (output_dir / "ray_results").exists()

@@ -1,0 +1,92 @@
+"""`raysitter tune` and Hydra multirun end to end on a real local Ray with a real MLflow store."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+import signal
+import subprocess
+import sys
+import time
+
+from mlflow.tracking import MlflowClient
+import pytest
+
+from pipelines import train, tune
+
+pytestmark = pytest.mark.slow
+
+
+def client_for(output_dir: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{output_dir / 'mlflow.db'}")
+
+
+def trial_runs(client: MlflowClient, parent_run_id: str):
+    exp = client.get_experiment_by_name("raysitter-tune")
+    return client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'")
+
+
+def test_two_stage_smoke_sweep_nests_trials_and_narrows(ray_session, output_dir, capsys):
+    tune.main(["search=smoke", "sweep_name=smoke"], prog="raysitter tune")
+    out = capsys.readouterr().out
+    assert "stage 1 → 2" in out and "retrain the best:  raysitter train optimizer.lr=" in out
+    client = client_for(output_dir)
+    exp = client.get_experiment_by_name("raysitter-tune")
+    (parent,) = client.search_runs([exp.experiment_id], "tags.pipeline = 'tune'")
+    assert parent.info.status == "FINISHED" and "best/val/acc" in parent.data.metrics
+    trials = trial_runs(client, parent.info.run_id)
+    assert sorted(t.data.tags["stage"] for t in trials) == ["1", "1", "1", "1", "2", "2"]
+    assert all(t.info.status == "FINISHED" for t in trials)
+    assert all("val/acc" in t.data.metrics and "search.optimizer.lr" in t.data.params for t in trials)
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"trials.csv", "narrowing.txt", "val_acc_vs_optimizer.lr.png", "lr_vs_weight_decay.png"} <= artifacts
+    state = json.loads((output_dir / "sweeps" / "smoke" / "state.json").read_text())
+    lr2 = state["stages"][0]["next_space"]["optimizer.lr"]["args"]
+    assert 1e-5 <= lr2[0] < lr2[1] <= 1e-1 and (lr2[0], lr2[1]) != (1e-5, 1e-1)  # narrowed, inside the original
+
+
+def test_multirun_groups_its_runs_and_prints_a_summary(ray_session, output_dir, capsys):
+    train.main(["-m", "optimizer=sgd,adam", "model.activation=relu,tanh", "trainer.epochs=1", "tracking.log_model=false", "diagnostics=off"], prog="raysitter train")
+    out = capsys.readouterr().out
+    assert "multirun" in out and "4 runs" in out
+    client = client_for(output_dir)
+    runs = client.search_runs([client.get_experiment_by_name("raysitter").experiment_id])
+    assert len(runs) == 4 and len({r.data.tags["raysitter.multirun"] for r in runs}) == 1
+    assert sorted(r.data.tags["raysitter.multirun.job"] for r in runs) == ["0", "1", "2", "3"]
+    assert {r.data.params["optimizer._target_"] for r in runs} == {"torch.optim.SGD", "torch.optim.Adam"}
+
+
+def test_a_killed_sweep_resumes_and_runs_every_trial_exactly_once(tmp_path):
+    out = tmp_path / "outputs"
+    env = {**os.environ, "RAYSITTER_OUTPUT_DIR": str(out), "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    exe = str(Path(sys.executable).parent / "raysitter")
+    args = [exe, "tune", "search=smoke", "sweep_name=killme", "preflight=false"]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    client = None
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:  # kill the driver once a trial has finished and others run
+            time.sleep(2)
+            if (out / "mlflow.db").exists():
+                client = client or client_for(out)
+                exp = client.get_experiment_by_name("raysitter-tune")
+                if exp and client.search_runs([exp.experiment_id], "tags.pipeline = 'tune-trial' and attributes.status = 'FINISHED'"):
+                    break
+        else:
+            pytest.fail("no trial finished in time")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        proc.wait()
+    time.sleep(3)
+    resumed = subprocess.run([exe, "tune", "resume=killme"], env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming sweep killme" in resumed.stdout
+    exp = client.get_experiment_by_name("raysitter-tune")
+    (parent,) = client.search_runs([exp.experiment_id], "tags.pipeline = 'tune'")
+    assert parent.info.status == "FINISHED"
+    trials = trial_runs(client, parent.info.run_id)
+    finished = [t.data.tags["raysitter.trial"] for t in trials if t.info.status == "FINISHED"]
+    assert len(finished) == 6 and len(set(finished)) == 6  # 4 + 2 trials, each completed once
+    assert not [t for t in trials if t.info.status == "RUNNING"]
+    assert all(t.data.tags.get("raysitter.outcome") == "interrupted" for t in trials if t.info.status == "KILLED")
