@@ -11,7 +11,6 @@ RAY_ENV = {
     # cost up to 2 s (STACK_NOTES: 65 s → 26 s for 20 digits epochs at 0.1 s).
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": None,  # filled from trainer.report_interval_s
     "RAY_TRAIN_V2_ENABLED": "1",
-    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
     "RAY_DEDUP_LOGS": "0",
     # Train V2 routes print() through its logger *and* the original stream: lines came out twice.
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",

@@ -33,6 +33,10 @@ def check_search(config: dict[str, Any]) -> dict[str, Dist]:
         raise UserError("search.stages", f"each stage needs samples ≥ 1 and epochs ≥ 1 (got {search['stages']}).", "e.g. search.stages=[{samples:12,epochs:3},{samples:6,epochs:10}].")
     if search["scheduler"] not in ("asha", "none"):
         raise UserError("search.scheduler", f"must be asha or none (got {search['scheduler']!r}).", "pass search.scheduler=asha or search.scheduler=none.")
+    if search.get("trial_backend", "train") not in ("train", "function"):
+        raise UserError("search.trial_backend", f"must be train or function (got {search['trial_backend']!r}).", "pass search.trial_backend=train or search.trial_backend=function.")
+    if search.get("trial_backend") == "function" and config["trainer"]["num_workers"] > 1:
+        raise UserError("search.trial_backend", "is function, which runs one worker per trial, but trainer.num_workers > 1.", "pass search.trial_backend=train for multi-worker trials, or trainer.num_workers=1.")
     if search["method"] not in ("random", "grid"):
         raise UserError("search.method", f"must be random or grid (got {search['method']!r}).", "pass search.method=random or search.method=grid.")
     return space
@@ -67,6 +71,10 @@ def run_trial(values: dict[str, Any], base: dict[str, Any]) -> None:
     trial_id, sweep = ctx.get_trial_id(), base["_sweep"]
     config = trial_config({k: v for k, v in base.items() if k != "_sweep"}, values)
     client = MlflowClient(sweep["tracking_uri"])
+    done = finished_run(client, sweep, trial_id)
+    if done is not None:  # finished before an interruption, but Tune had not saved that yet
+        tune.report({**done.data.metrics, "resumed_from_mlflow": 1.0})
+        return
     label = f"s{sweep['stage']}/{trial_id.split('_')[-1]}"
     run = client.create_run(
         sweep["experiment_id"],
@@ -81,8 +89,13 @@ def run_trial(values: dict[str, Any], base: dict[str, Any]) -> None:
 
             client.log_batch(run_id, params=[Param(f"search.{k}", v) for k, v in params[i : i + 100]])
         config["_run"] = {"run_id": run_id, "tracking_uri": sweep["tracking_uri"], "label": label}
-        result = make_trainer(config, f"{sweep['name']}-{trial_id}", storage_path=sweep["storage"], callbacks=[TuneReportCallback()]).fit()
-        metrics = result.metrics or client.get_run(run_id).data.metrics
+        if sweep["backend"] == "function":  # the per-worker loop right here: no worker group to start
+            from pipelines.worker import TuneSession, run_training
+
+            metrics = run_training(config, TuneSession())
+        else:
+            result = make_trainer(config, f"{sweep['name']}-{trial_id}", storage_path=sweep["storage"], callbacks=[TuneReportCallback()]).fit()
+            metrics = result.metrics or client.get_run(run_id).data.metrics
         if metrics.get("diverged"):
             client.set_tag(run_id, "raysitter.outcome", "diverged")
             client.set_terminated(run_id, "FAILED")
@@ -91,6 +104,15 @@ def run_trial(values: dict[str, Any], base: dict[str, Any]) -> None:
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
+
+
+def finished_run(client: MlflowClient, sweep: dict[str, Any], trial_id: str) -> Any:
+    """This trial's FINISHED MLflow run under the sweep, if an earlier attempt completed it."""
+    runs = client.search_runs(
+        [sweep["experiment_id"]],
+        f"tags.mlflow.parentRunId = '{sweep['parent_run_id']}' and tags.`{ATTEMPT_TAG}` = '{trial_id}' and attributes.status = 'FINISHED'",
+    )
+    return runs[0] if runs else None
 
 
 def close_orphans(client: MlflowClient, experiment_id: str, parent_run_id: str, status: str, outcome: str) -> int:

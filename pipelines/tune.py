@@ -51,8 +51,11 @@ def run_stage(config: dict, space: dict[str, Dist], stage: int, state: dict, tra
     base["_sweep"] = {
         "name": state["name"], "stage": stage, "parent_run_id": tracker.run_id, "experiment_id": tracker.experiment_id,
         "tracking_uri": tracker.uri, "storage": str(Path(config["output_dir"]) / "ray_results" / state["name"] / "trials"),
+        "backend": s.get("trial_backend", "train"),
     }
-    trainable = tune.with_resources(functools.partial(sweep.run_trial, base=base), {"CPU": s["trial_cpus"]})
+    # A `function` trial trains inside the Tune function itself, so it takes the worker's CPUs too.
+    cpus = s["trial_cpus"] + (s["worker_cpus"] if base["_sweep"]["backend"] == "function" else 0)
+    trainable = tune.with_resources(functools.partial(sweep.run_trial, base=base), {"CPU": cpus})
     storage = str(Path(config["output_dir"]) / "ray_results" / state["name"])
     stage_name = f"stage{stage}"
     if restore and tune.Tuner.can_restore(f"{storage}/{stage_name}"):
@@ -190,6 +193,7 @@ def tune(cfg: DictConfig) -> dict:
     # Tune saves its experiment state (what `resume=` restores) at most every this many seconds;
     # trials here are short, so save often: a killed driver then loses no finished trial.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no Tune banners; trials print their own epoch lines
     ray_runner.init_ray(config["trainer"])
     if config.get("preflight", True) and not config.get("force") and not resuming:
         preflight(config)
@@ -211,8 +215,11 @@ def tune(cfg: DictConfig) -> dict:
                 continue
             stage_trials = run_stage(config, space, stage, state, tracker, restore=resuming)
             s = config["search"]
-            new_space = narrow(space, stage_trials, s["metric"], s["mode"], s["top_k"], s["margin"])
+            last = stage == len(s["stages"])
+            new_space = space if last else narrow(space, stage_trials, s["metric"], s["mode"], s["top_k"], s["margin"])
             line = f"stage {stage} → {stage + 1}: " + "; ".join(f"{k}: {space[k].describe()} → {new_space[k].describe()}" for k in space)
+            if last:
+                line = f"stage {stage} (last): " + describe(space)
             console.print(line)
             trials += stage_trials
             narrowing.append(line)

@@ -74,6 +74,17 @@ class RaySession:
         return self._resume.to_directory()
 
 
+class TuneSession(LocalSession):
+    """A single-worker trial run directly in the Tune function (no Ray Train worker group):
+    reports go to `ray.tune.report`; no checkpoints (trials restart from scratch on resume)."""
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: str | None) -> None:
+        from ray import tune
+
+        self.reports.append(dict(metrics))
+        tune.report(dict(metrics))
+
+
 class ReportCallback(Callback):
     """Every epoch: rank 0 writes a checkpoint, every rank reports the (already reduced) metrics."""
 
