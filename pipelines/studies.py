@@ -48,3 +48,61 @@ def init_study(config: dict[str, Any], tracker: RunTracker) -> str:
         figure.parent.mkdir(parents=True, exist_ok=True)
         figure.write_bytes(paths[-1].read_bytes())
     return table + f"\n\nfigure: {figure}"
+
+
+def random_vs_grid(config: dict[str, Any], tracker: RunTracker) -> str:
+    """Grid vs random search at the same budget (Bergstra & Bengio 2012), trials in-process."""
+    import math
+
+    import numpy as np
+
+    from components.checks import plots
+    from components.search import grid_values, parse_space, sample, set_dotted
+    from pipelines.worker import LocalSession, run_training
+
+    space = parse_space(config["space"])
+    keys = list(space)
+    side = max(1, round(math.sqrt(config["budget"])))
+    base = {k: v for k, v in config.items() if k not in ("runner", "space", "budget", "epochs", "repeats", "cases")}
+    base["trainer"] = {**base["trainer"], "epochs": config["epochs"]}
+    base["diagnostics"] = {**base.get("diagnostics", {}), "enabled": False, "plots": False}
+    base["_run"] = {"quiet": True}  # 27 short trials: the table at the end says what matters
+
+    def evaluate(values: dict[str, Any]) -> float:
+        return run_training(set_dotted(base, values), LocalSession())["val/acc"]
+
+    grids = [grid_values(space[k], side) for k in keys]
+    strategies: dict[str, list[list[dict]]] = {"grid": [[{keys[0]: a, keys[1]: b} for a in grids[0] for b in grids[1]]]}
+    strategies["random"] = [
+        [{k: sample(space[k], rng) for k in keys} for _ in range(side * side)]
+        for rng in (np.random.default_rng(config["seed"] + r) for r in range(config["repeats"]))
+    ]
+    trials, summary = [], {}
+    for name, searches in strategies.items():
+        bests, distinct = [], []
+        for i, values_list in enumerate(searches):
+            scores = [evaluate(v) for v in values_list]
+            trials += [{"strategy": name, "search": i, **v, "val/acc": s} for v, s in zip(values_list, scores)]
+            bests.append(max(scores))
+            distinct.append(len({round(math.log10(v[keys[0]]), 6) for v in values_list}))
+        summary[name] = {"best_mean": float(np.mean(bests)), "best_std": float(np.std(bests)), "distinct": float(np.mean(distinct)), "searches": len(searches)}
+        tracker.client.log_metric(tracker.run_id, f"{name}/best_val_acc", summary[name]["best_mean"])
+        tracker.client.log_metric(tracker.run_id, f"{name}/distinct_{keys[0]}", summary[name]["distinct"])
+    lines = [f"{'strategy':<8} {'trials':>6} {'distinct ' + keys[0]:>22} {'best val/acc (mean ± std)':>28}"]
+    for name, s in summary.items():
+        lines.append(f"{name:<8} {side * side:>6} {s['distinct']:>22.0f} {s['best_mean']:>19.4f} ± {s['best_std']:.4f} (n={s['searches']})")
+    table = "\n".join(lines)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        figure = plots.metric_vs_param(trials, keys[0], "val/acc", out / "random_vs_grid.png", group="strategy")
+        with open(out / "random_vs_grid.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(trials[0]))
+            writer.writeheader()
+            writer.writerows(trials)
+        (out / "random_vs_grid.txt").write_text(table + "\n")
+        for path in (figure, out / "random_vs_grid.csv", out / "random_vs_grid.txt"):
+            tracker.client.log_artifact(tracker.run_id, str(path))
+        kept = Path(config["output_dir"]) / "studies" / "random_vs_grid.png"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_bytes(figure.read_bytes())
+    return table + f"\n\nfigure: {kept}"

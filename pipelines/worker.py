@@ -112,7 +112,8 @@ def rank0_callbacks(config: dict[str, Any]) -> list[Callback]:
         logger = MlflowEpochLogger(run["tracking_uri"], run["run_id"])
     diagnostics = build.diagnostics(config.get("diagnostics"), log=logger.log if logger else None)
     history = History()
-    callbacks: list[Callback] = [c for c in (history, ProgressPrinter(config["trainer"]["epochs"], label=run.get("label", "")), diagnostics, logger) if c]
+    progress = None if run.get("quiet") else ProgressPrinter(config["trainer"]["epochs"], label=run.get("label", ""))
+    callbacks: list[Callback] = [c for c in (history, progress, diagnostics, logger) if c]
     if logger and (config.get("diagnostics") or {}).get("plots", True):
         from components.tracking import MlflowRunPlots
 

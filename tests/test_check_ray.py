@@ -1,10 +1,10 @@
-"""`raysitter check`, divergence and the init study from the command line (real Ray, real MLflow)."""
+"""`raysitter check` and divergence from the command line (real Ray, real MLflow)."""
 from __future__ import annotations
 
 from mlflow.tracking import MlflowClient
 import pytest
 
-from pipelines import check, study, train
+from pipelines import check, train
 
 
 def runs(output_dir, experiment):
@@ -40,20 +40,3 @@ def test_a_diverging_run_ends_diverged_without_a_traceback(ray_session, output_d
     assert "Traceback" not in captured.err + captured.out
     _, (run,) = runs(output_dir, "raysitter")
     assert run.info.status == "FAILED" and run.data.tags["raysitter.outcome"] == "diverged"
-
-
-def test_init_study_logs_its_table_and_figure(output_dir, capsys):
-    study.main(["init", "depth=4", "width=64", "num_samples=200"])
-    out = capsys.readouterr().out
-    assert "tanh_small_random" in out and "relu_he" in out
-    client, (run,) = runs(output_dir, "raysitter-study")
-    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"init_study.csv", "init_study.png", "init_study.txt", "config.yaml"} <= artifacts
-    assert len(client.get_metric_history(run.info.run_id, "relu_he/std")) == 4
-    assert (output_dir / "studies" / "init_study.png").exists()
-
-
-def test_unknown_study_exits_2(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        study.main(["nope"])
-    assert exit_info.value.code == 2 and "init" in capsys.readouterr().err

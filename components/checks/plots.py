@@ -111,13 +111,13 @@ def init_study(results: dict[str, list[dict]], path: Path) -> Path:
     return _save(fig, path)
 
 
-def metric_vs_param(trials: Sequence[dict], param: str, metric: str, path: Path, log: bool = True) -> Path:
-    """The metric of every trial against one hyperparameter, one colour per stage."""
+def metric_vs_param(trials: Sequence[dict], param: str, metric: str, path: Path, log: bool = True, group: str = "stage") -> Path:
+    """The metric of every trial against one hyperparameter, one colour per `group` value."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    for stage in sorted({t["stage"] for t in trials}):
-        pts = [(t[param], t[metric]) for t in trials if t["stage"] == stage and isinstance(t.get(metric), (int, float))]
+    for value in sorted({t[group] for t in trials}):
+        pts = [(t[param], t[metric]) for t in trials if t[group] == value and isinstance(t.get(metric), (int, float))]
         if pts:
-            ax.scatter(*zip(*pts), label=f"stage {stage}", alpha=0.8)
+            ax.scatter(*zip(*pts), label=f"{group} {value}", alpha=0.8)
     if log:
         ax.set_xscale("log")
     ax.set(xlabel=param, ylabel=metric, title=f"{metric} vs {param}")

@@ -150,3 +150,15 @@ def has_dotted(config: Mapping[str, Any], key: str) -> bool:
             return False
         node = node[part]
     return True
+
+
+def sample(d: Dist, rng: "np.random.Generator") -> Any:  # noqa: F821
+    """One random draw (log-uniform for loguniform), for searches run without Ray Tune."""
+    if d.kind == "choice":
+        return d.args[int(rng.integers(len(d.args)))]
+    lo, hi = d.args
+    if d.kind == "loguniform":
+        return float(10 ** rng.uniform(math.log10(lo), math.log10(hi)))
+    if d.kind == "randint":
+        return int(rng.integers(int(lo), int(hi) + 1))
+    return float(rng.uniform(lo, hi))
