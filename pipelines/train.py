@@ -16,7 +16,6 @@ from omegaconf import DictConfig
 
 from pipelines import validate
 from pipelines.app import hydra_app
-from pipelines.errors import UserError
 from pipelines.multirun import group_tags
 from pipelines.tracking import RunTracker, tracked_run
 
@@ -45,7 +44,6 @@ def log_final_model(tracker: RunTracker, checkpoint_dir: str) -> None:
     import mlflow
     import torch
 
-    from components.data import Split
     from components.preprocess import Preprocessed
     from pipelines import build
 

@@ -18,7 +18,6 @@ from pathlib import Path
 import sys
 import tempfile
 import time
-from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig

@@ -4,6 +4,8 @@ Every failure is a `UserError` naming the key and the fix; nothing has been writ
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 import os
 from pathlib import Path
 from typing import Any
@@ -81,48 +83,42 @@ def check_data(config: dict) -> tuple[tuple[int, ...], int]:
         raise UserError("data", f"the dataset cannot be built: {cause}.", "check the data.* keys against conf/data/ (raysitter train --cfg job shows them).") from None
 
 
-def _fail(group: str, e: Exception) -> UserError:
-    cause = e.__cause__ or e
-    return UserError(
-        group,
-        f"cannot be built: {type(cause).__name__}: {cause}.",
-        f"check the {group}.* keys (raysitter train --cfg job shows them; conf/{group}/ lists the choices).",
-    )
+@contextmanager
+def blame(group: str) -> Iterator[None]:
+    """Turns any error building `group` into a UserError naming it."""
+    try:
+        yield
+    except Exception as e:
+        cause = e.__cause__ or e
+        raise UserError(
+            group,
+            f"cannot be built: {type(cause).__name__}: {cause}.",
+            f"check the {group}.* keys (raysitter train --cfg job shows them; conf/{group}/ lists the choices).",
+        ) from None
 
 
 def check_components(config: dict, input_shape: tuple[int, ...], num_classes: int) -> torch.nn.Module:
     """Builds model, optimizer, scheduler and augmentation once on a tiny batch, so a bad value
     fails here (exit 2) instead of as a traceback inside a Ray worker."""
     x = torch.rand(2, *input_shape)
-    try:
+    with blame("model"):
         net = build.model(config["model"], input_shape, num_classes)
-    except Exception as e:
-        raise _fail("model", e) from None
-    try:
-        build.make(config["init"])(net) if config.get("init") else None
-    except Exception as e:
-        raise _fail("init", e) from None
-    try:
+    with blame("init"):
+        if config.get("init"):
+            build.make(config["init"])(net)
+    with blame("model"):
         net.train()
         net(x).sum().backward()
-    except Exception as e:
-        raise _fail("model", e) from None
-    try:
+    with blame("optimizer"):
         opt = build.optimizer(config["optimizer"], net)
-    except Exception as e:
-        raise _fail("optimizer", e) from None
-    try:
+    with blame("scheduler"):
         build.scheduler(config["scheduler"], opt)
-    except Exception as e:
-        raise _fail("scheduler", e) from None
-    try:
+    with blame("augment"):
         build.augment(config["augment"])(x)
-    except Exception as e:
-        raise _fail("augment", e) from None
-    try:
+    with blame("preprocess"):
         build.normalizer(config["preprocess"], x)
-    except Exception as e:
-        raise _fail("preprocess", e) from None
+    with blame("diagnostics"):
+        build.diagnostics(config.get("diagnostics"))
     return net
 
 
