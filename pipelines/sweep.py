@@ -8,6 +8,7 @@ from pathlib import Path
 import tempfile
 from typing import Any
 
+from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
@@ -84,10 +85,8 @@ def run_trial(values: dict[str, Any], base: dict[str, Any]) -> None:
     )
     run_id = run.info.run_id
     try:
-        for i in range(0, len(params := [(k, str(v)[:6000]) for k, v in flatten(values).items()]), 100):
-            from mlflow.entities import Param
-
-            client.log_batch(run_id, params=[Param(f"search.{k}", v) for k, v in params[i : i + 100]])
+        params = [Param(f"search.{k}", str(v)[:6000]) for k, v in flatten(values).items()]
+        client.log_batch(run_id, params=params[:100])  # a space has a handful of keys
         config["_run"] = {"run_id": run_id, "tracking_uri": sweep["tracking_uri"], "label": label}
         if sweep["backend"] == "function":  # the per-worker loop right here: no worker group to start
             from pipelines.worker import TuneSession, run_training

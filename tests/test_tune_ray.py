@@ -60,9 +60,12 @@ def test_multirun_groups_its_runs_and_prints_a_summary(ray_session, output_dir, 
 
 
 def finished_trials(db: Path) -> int:
-    """Read straight from the store (the driver may still be creating its tables)."""
+    """Read straight from the store, read-only: the driver may still be creating its tables, and
+    a plain connect would create the file under it."""
+    if not db.exists():
+        return 0
     try:
-        with sqlite3.connect(db) as con:
+        with sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True) as con:
             return con.execute(
                 "select count(*) from runs where status = 'FINISHED' and run_uuid in "
                 "(select run_uuid from tags where key = 'pipeline' and value = 'tune-trial')"
@@ -77,15 +80,18 @@ def test_a_killed_sweep_resumes_and_runs_every_trial_exactly_once(tmp_path):
     env.pop("RAY_ADDRESS", None)
     exe = str(Path(sys.executable).parent / "raysitter")
     args = [exe, "tune", "search=smoke", "sweep_name=killme", "preflight=false"]
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    log = open(tmp_path / "first_driver.log", "w")
+    proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 300
     try:
         while time.time() < deadline:  # kill the driver once a trial has finished and others run
             time.sleep(1)
             if finished_trials(out / "mlflow.db") >= 1:
                 break
+            if proc.poll() is not None:
+                pytest.fail(f"the sweep exited early:\n{(tmp_path / 'first_driver.log').read_text()[-3000:]}")
         else:
-            pytest.fail("no trial finished in time")
+            pytest.fail(f"no trial finished in time:\n{(tmp_path / 'first_driver.log').read_text()[-3000:]}")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
         proc.wait()
