@@ -100,6 +100,15 @@ def run_trial(values: dict[str, Any], base: dict[str, Any]) -> None:
             client.set_terminated(run_id, "FAILED")
         else:
             client.set_terminated(run_id, "FINISHED")
+    except SystemExit as e:
+        if e.code not in (0, None):
+            client.set_terminated(run_id, "FAILED")
+            raise
+        # Tune stops a trial by exiting its report call: at the last epoch or by the scheduler
+        done = client.get_run(run_id).data.metrics.get("epoch", 0) >= config["trainer"]["epochs"]
+        client.set_tag(run_id, "raysitter.outcome", "completed" if done else "early_stopped")
+        client.set_terminated(run_id, "FINISHED" if done else "KILLED")
+        raise
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
@@ -114,16 +123,25 @@ def finished_run(client: MlflowClient, sweep: dict[str, Any], trial_id: str) -> 
     return runs[0] if runs else None
 
 
-def close_orphans(client: MlflowClient, experiment_id: str, parent_run_id: str, status: str, outcome: str) -> int:
-    """Trial runs still RUNNING under the sweep (stopped by ASHA, or left by a killed driver)
-    end as `status` with `raysitter.outcome=outcome`; returns how many."""
+def close_orphans(
+    client: MlflowClient, experiment_id: str, parent_run_id: str, status: str, outcome: str, epochs: int | None = None
+) -> int:
+    """Trial runs still RUNNING under the sweep end as `status` with `raysitter.outcome=outcome`;
+    returns how many. Tune ends a trial's process as soon as its scheduler says stop, also at
+    the last epoch, so a run that logged all `epochs` ends FINISHED (outcome `completed`)."""
     orphans = client.search_runs(
         [experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'"
     )
+    cut_short = 0
     for run in orphans:
+        if epochs is not None and run.data.metrics.get("epoch", 0) >= epochs:
+            client.set_tag(run.info.run_id, "raysitter.outcome", "completed")
+            client.set_terminated(run.info.run_id, "FINISHED")
+            continue
         client.set_tag(run.info.run_id, "raysitter.outcome", outcome)
         client.set_terminated(run.info.run_id, status)
-    return len(orphans)
+        cut_short += 1
+    return cut_short
 
 
 def write_state(path: Path, state: dict[str, Any]) -> None:

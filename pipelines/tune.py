@@ -84,7 +84,8 @@ def run_stage(config: dict, space: dict[str, Dist], stage: int, state: dict, tra
     unfinished = [t for t in trials if not t["error"] and t["epochs_run"] == 0]
     if unfinished:
         raise KeyboardInterrupt(f"stage {stage} stopped before {len(unfinished)} trials ran")
-    stopped = sweep.close_orphans(tracker.client, tracker.experiment_id, tracker.run_id, "KILLED", "early_stopped")
+    sweep.close_orphans(tracker.client, tracker.experiment_id, tracker.run_id, "KILLED", "early_stopped", spec["epochs"])
+    stopped = sum(1 for t in trials if not t["error"] and not t.get("diverged") and t["epochs_run"] < spec["epochs"])
     if stopped:
         console.print(f"  ASHA stopped {stopped} trials early")
     return trials
