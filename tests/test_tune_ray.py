@@ -109,3 +109,17 @@ def test_a_killed_sweep_resumes_and_runs_every_trial_exactly_once(tmp_path):
     assert len(finished) == 6 and len(set(finished)) == 6  # 4 + 2 trials, each completed once
     assert not [t for t in trials if t.info.status == "RUNNING"]
     assert all(t.data.tags.get("raysitter.outcome") == "interrupted" for t in trials if t.info.status == "KILLED")
+
+
+def test_asha_outcomes_match_the_epochs_each_trial_ran(ray_session, output_dir):
+    tune.main(["search=smoke", "search.scheduler=asha", "search.stages=[{samples:4,epochs:3}]", "preflight=false", "sweep_name=asha"], prog="raysitter tune")
+    client = client_for(output_dir)
+    exp = client.get_experiment_by_name("raysitter-tune")
+    (parent,) = client.search_runs([exp.experiment_id], "tags.sweep = 'asha' and tags.pipeline = 'tune'")
+    trials = trial_runs(client, parent.info.run_id)
+    assert len(trials) == 4
+    for t in trials:
+        if t.data.metrics["epoch"] >= 3:
+            assert t.info.status == "FINISHED" and t.data.tags.get("raysitter.outcome", "completed") == "completed"
+        else:
+            assert t.info.status == "KILLED" and t.data.tags["raysitter.outcome"] == "early_stopped"
