@@ -55,8 +55,10 @@ def test_two_worker_run_lands_in_mlflow_with_a_reloadable_checkpoint(ray_session
     checkpoint = run.data.tags["checkpoint"]
     net, normalizer, meta = build.model_from_checkpoint(checkpoint)
     assert meta["epoch"] == 2
-    mlflow.set_tracking_uri(f"sqlite:///{output_dir / 'mlflow.db'}")
-    logged = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")  # a torch.export program
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    with _use_tracking_uri(f"sqlite:///{output_dir / 'mlflow.db'}"):
+        logged = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")  # a torch.export program
     x = torch.rand(32, 1, 8, 8)
     with torch.no_grad():
         assert torch.allclose(net(normalizer(x)), logged(x), atol=1e-5)
@@ -70,3 +72,12 @@ def test_a_failing_worker_ends_the_run_failed(ray_session, output_dir, fake_imag
     assert "training failed" in capsys.readouterr().err
     _, run = only_run(output_dir)
     assert run.info.status == "FAILED"
+
+
+def test_training_leaves_no_tracking_uri_behind(ray_session, output_dir, monkeypatch):
+    """A later job (multirun) or child process must not inherit this run's store by accident."""
+    import os
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    train.main(["trainer.epochs=1", "diagnostics=off"], prog="raysitter train")
+    assert "MLFLOW_TRACKING_URI" not in os.environ

@@ -78,6 +78,7 @@ def test_a_killed_sweep_resumes_and_runs_every_trial_exactly_once(tmp_path):
     out = tmp_path / "outputs"
     env = {**os.environ, "RAYSITTER_OUTPUT_DIR": str(out), "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
     exe = str(Path(sys.executable).parent / "raysitter")
     args = [exe, "tune", "search=smoke", "sweep_name=killme", "preflight=false"]
     log = open(tmp_path / "first_driver.log", "w")
@@ -93,7 +94,10 @@ def test_a_killed_sweep_resumes_and_runs_every_trial_exactly_once(tmp_path):
         else:
             pytest.fail(f"no trial finished in time:\n{(tmp_path / 'first_driver.log').read_text()[-3000:]}")
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        except ProcessLookupError:
+            pass
         proc.wait()
     assert finished_trials(out / "mlflow.db") < 6, "the sweep must be interrupted mid-way"
     client = client_for(out)
