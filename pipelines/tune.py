@@ -29,6 +29,7 @@ from pipelines import sweep, validate
 from pipelines.app import hydra_app
 from pipelines.errors import UserError
 from pipelines.tracking import RunTracker, tracked_run
+from pipelines.train import hydra_tags
 
 console = Console(width=None if sys.stdout.isatty() else 150)
 
@@ -182,8 +183,8 @@ def sweep_state(config: dict, choices: dict) -> tuple[dict, Path, bool]:
 def tune(cfg: DictConfig) -> dict:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     config, _ = validate.prepare(cfg)
-    hc = HydraConfig.get()
-    overrides, choices = list(hc.overrides.task), dict(hc.runtime.choices)
+    tags, choices = hydra_tags("tune")  # the same pipeline/overrides/command tags as train and check
+    overrides = list(HydraConfig.get().overrides.task)
     state, state_path, resuming = sweep_state(config, choices)
     if resuming:
         config = {**state["config"], "output_dir": config["output_dir"]}
@@ -197,7 +198,7 @@ def tune(cfg: DictConfig) -> dict:
     ray_runner.init_ray(config["trainer"])
     if config.get("preflight", True) and not config.get("force") and not resuming:
         preflight(config)
-    tags = {"pipeline": "tune", "sweep": state["name"], "command": " ".join(["raysitter", "tune", *overrides]), "raysitter.kind": "sweep"}
+    tags.update({"sweep": state["name"], "raysitter.kind": "sweep"})
     with tracked_run(config, state["name"], tags, resume_run_id=state.get("parent_run_id")) as tracker:
         if not resuming:
             tracker.log_config(config)
