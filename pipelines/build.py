@@ -42,8 +42,8 @@ def num_parameters(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
-def optimizer(node: dict[str, Any], net: nn.Module) -> torch.optim.Optimizer:
-    return build_optimizer(make({k: v for k, v in node.items() if k not in OPTIMIZER_KEYS}), net)
+def optimizer(node: dict[str, Any], net: nn.Module, lr_scales: dict[int, float] | None = None) -> torch.optim.Optimizer:
+    return build_optimizer(make({k: v for k, v in node.items() if k not in OPTIMIZER_KEYS}), net, lr_scales)
 
 
 def is_full_batch(node: dict[str, Any]) -> bool:

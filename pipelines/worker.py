@@ -96,14 +96,14 @@ class ReportCallback(Callback):
             self.session.report(metrics, None)
             return
         with tempfile.TemporaryDirectory(prefix="raysitter-ckpt-") as tmp:
-            directory = write_checkpoint(
-                Path(tmp) / "checkpoint", loop.module, {**self.meta, "epoch": epoch, "metrics": metrics}, loop.state_dict(epoch)
-            )
+            meta = {**self.meta, "epoch": epoch, "metrics": metrics, "weights": loop.exported_weights}
+            directory = write_checkpoint(Path(tmp) / "checkpoint", loop.module, meta, loop.state_dict(epoch))
             self.session.report(metrics, str(directory))
 
 
-def rank0_callbacks(config: dict[str, Any]) -> list[Callback]:
-    """Progress, diagnostics, MLflow logging and plots: worker 0's extra work, in hook order."""
+def rank0_callbacks(config: dict[str, Any], meta: dict[str, Any]) -> list[Callback]:
+    """Progress, diagnostics, MLflow logging, plots and the bundle: worker 0's extra work, in
+    hook order."""
     run = config.get("_run", {})
     logger = None
     if run.get("run_id"):
@@ -118,7 +118,31 @@ def rank0_callbacks(config: dict[str, Any]) -> list[Callback]:
         from components.tracking import MlflowRunPlots
 
         callbacks.append(MlflowRunPlots(run["tracking_uri"], run["run_id"], history, diagnostics))
+    if logger and config["tracking"].get("log_bundle", True):
+        from components.zoo.mlflow_bundle import MlflowBundleLogger
+
+        callbacks.append(MlflowBundleLogger(run["tracking_uri"], run["run_id"], meta))
     return callbacks
+
+
+def pretrained_bundle(zoo: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The zoo bundle to fine-tune from: the driver's verified copy when this worker can see
+    it, else this worker downloads (and verifies) its own."""
+    from components.zoo import BundleError, read_weights
+    from components.zoo.registry import fetch
+
+    try:
+        return read_weights(zoo["path"])
+    except BundleError:
+        path, _ = fetch(zoo["tracking_uri"], zoo["ref"], Path(tempfile.gettempdir()) / "raysitter-zoo")
+        return read_weights(path)
+
+
+def ensembling_callbacks(config: dict[str, Any]) -> list[Callback]:
+    """The `ensembling` option (EMA / Polyak averaging, snapshot ensembles); every rank runs it
+    (its evaluation is reduced over workers)."""
+    node = config.get("ensembling") or {}
+    return [build.make(node)] if node.get("_target_") else []
 
 
 def seed_everything(seed: int) -> None:
@@ -133,14 +157,28 @@ def run_training(config: dict[str, Any], session: Any) -> dict[str, float]:
     seed, trainer = config["seed"], config["trainer"]
     torch.set_num_threads(max(1, int(trainer.get("resources_per_worker", {}).get("CPU", 1))))
     splits = build.data_source(config["data"]).load(seed)
-    normalizer = build.normalizer(config["preprocess"], splits.train.as_float())
+    zoo = config.get("_zoo")
+    if zoo:  # fine-tuning: the bundle's preprocessing statistics, not recomputed ones
+        from components.preprocess import Normalizer
+        from components.zoo import transfer
+
+        pretrained, info = pretrained_bundle(zoo)
+        normalizer = Normalizer.from_dict(info["preprocess"])
+    else:
+        normalizer = build.normalizer(config["preprocess"], splits.train.as_float())
     seed_everything(seed)  # identical initial weights on every rank
     model = build.model(config["model"], splits.input_shape, splits.num_classes, config.get("init"))
     resume = session.checkpoint_to_resume()
+    frozen, lr_scales = [], None
+    if zoo:
+        transfer.load_pretrained(model, pretrained)  # every layer but the re-initialised head
+        frozen = transfer.frozen_modules(model, zoo["strategy"])
+        transfer.freeze(frozen)
+        lr_scales = transfer.lr_scales(model, zoo["lr_scale"])
     if resume:
         load_weights(model, resume)
     model = session.prepare(model)
-    optimizer = build.optimizer(config["optimizer"], model)
+    optimizer = build.optimizer(config["optimizer"], model, lr_scales)
     scheduler, interval = build.scheduler(config["scheduler"], optimizer)
     seed_everything(seed + session.rank)  # different shuffles/augmentations/dropout per rank
     meta = {
@@ -149,7 +187,8 @@ def run_training(config: dict[str, Any], session: Any) -> dict[str, float]:
         "classes": splits.classes,
         "input_shape": list(splits.input_shape),
     }
-    callbacks = rank0_callbacks(config) if session.rank == 0 else []
+    callbacks = ensembling_callbacks(config)  # first: they add the ensemble metrics
+    callbacks += rank0_callbacks(config, meta) if session.rank == 0 else []
     callbacks.append(ReportCallback(session, meta))
     loop = TrainLoop(
         model=model,
@@ -168,6 +207,7 @@ def run_training(config: dict[str, Any], session: Any) -> dict[str, float]:
         rank=session.rank,
         world_size=session.world_size,
         callbacks=callbacks,
+        frozen=frozen,
     )
     if resume:
         loop.load_state_dict(read_train_state(resume))

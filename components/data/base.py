@@ -43,6 +43,21 @@ class Splits:
     test: Split
     classes: list[str]
 
+    def few_shot(self, per_class: int | None, seed: int) -> Splits:
+        """Keeps at most `per_class` training examples of each class (a seeded choice); val and
+        test stay whole. `None` keeps everything."""
+        if per_class is None:
+            return self
+        if per_class < 1:
+            raise ValueError(f"train_per_class must be ≥ 1, got {per_class}")
+        g = torch.Generator().manual_seed(seed + 7)
+        keep = []
+        for c in range(len(self.classes)):
+            idx = (self.train.y == c).nonzero().flatten()
+            keep.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
+        index = torch.cat(keep).sort().values
+        return Splits(self.train.subset(index), self.val, self.test, self.classes)
+
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.train.x.shape[1:])  # type: ignore[return-value]

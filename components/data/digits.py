@@ -13,6 +13,8 @@ class DigitsSource:
 
     `classes` keeps only those digits (relabelled 0..k-1 in the given order), e.g.
     `[0, 1, 2, 3, 4]` for a pretraining task and `[5, 6, 7, 8, 9]` for a transfer task.
+    `train_per_class` keeps only that many training images of each class (few-shot transfer);
+    validation and test stay whole.
     """
 
     def __init__(
@@ -20,8 +22,12 @@ class DigitsSource:
         val_fraction: float = 0.15,
         test_fraction: float = 0.15,
         classes: Sequence[int] | None = None,
+        train_per_class: int | None = None,
     ) -> None:
         check_fractions(val_fraction, test_fraction)
+        if train_per_class is not None and train_per_class < 1:
+            raise ValueError(f"train_per_class must be ≥ 1 (or null for all), got {train_per_class}")
+        self.train_per_class = train_per_class
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.classes = list(classes) if classes is not None else list(range(10))
@@ -42,4 +48,5 @@ class DigitsSource:
         relabel = torch.full((10,), -1, dtype=torch.int64)
         relabel[torch.tensor(self.classes)] = torch.arange(len(self.classes))
         names = [str(c) for c in self.classes]
-        return split_arrays(x[keep], relabel[y[keep]], names, self.val_fraction, self.test_fraction, seed)
+        splits = split_arrays(x[keep], relabel[y[keep]], names, self.val_fraction, self.test_fraction, seed)
+        return splits.few_shot(self.train_per_class, seed)

@@ -57,6 +57,7 @@ class TrainLoop:
     world_size: int = 1
     scheduler_interval: str = "epoch"
     callbacks: list[Callback] = field(default_factory=list)
+    frozen: list[nn.Module] = field(default_factory=list)  # kept in eval mode (fine-tuning)
     start_epoch: int = 1
     step: int = 0  # optimizer steps taken so far, over all epochs
 
@@ -64,6 +65,8 @@ class TrainLoop:
         self.hooks = CallbackList(self.callbacks)
         # The underlying module (DDP keeps it in .module): evaluation and checkpoints use it.
         self.module = getattr(self.model, "module", self.model)
+        self.epoch = self.start_epoch
+        self.exported_weights = "trained"  # or what replaced them at the end (e.g. "ema")
         self.train, self.val, self.test = (
             Split(s.x.to(self.device), s.y.to(self.device)) for s in (self.train, self.val, self.test)
         )
@@ -73,7 +76,10 @@ class TrainLoop:
         return self.optimizer.param_groups[0]["lr"]
 
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
+        self.epoch = epoch
         self.model.train()
+        for module in self.frozen:  # frozen layers keep their batch-norm statistics too
+            module.eval()
         index = shard_indices(len(self.train), self.rank, self.world_size, shuffle_seed=self.seed * 100_003 + epoch)
         total_loss = correct = count = 0.0
         start = time.perf_counter()
@@ -110,12 +116,16 @@ class TrainLoop:
         }
 
     @torch.no_grad()
-    def evaluate(self, split: Split, prefix: str) -> dict[str, float]:
-        self.module.eval()
+    def evaluate(self, split: Split, prefix: str, module: nn.Module | None = None, forward=None) -> dict[str, float]:
+        """Loss and accuracy over `split` (sharded over workers, reduced). `module` evaluates
+        another network (an averaged one); `forward` maps raw images in 0..1 to logits
+        itself (an ensemble)."""
+        module = module if module is not None else self.module
+        module.eval()
         index = shard_indices(len(split), self.rank, self.world_size).to(self.device)
         total_loss = correct = 0.0
         for xb, yb in batches(split.x, split.y, index, max(self.batch_size, 256)):
-            logits = self.module(self.normalizer(_to_float(xb)))
+            logits = forward(_to_float(xb)) if forward is not None else module(self.normalizer(_to_float(xb)))
             total_loss += float(F.cross_entropy(logits, yb, reduction="sum"))
             correct += float((logits.argmax(1) == yb).sum())
         loss_sum, correct_sum, n_sum = _all_reduce_sum([total_loss, correct, float(len(index))], self.device)

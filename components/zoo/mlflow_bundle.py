@@ -1,0 +1,27 @@
+"""Logs the trained network as a bundle (`bundle/` in the run's artifacts) at the last epoch,
+before the final report: Ray Tune may end a trial inside that report, so `on_fit_end` would
+come too late."""
+from __future__ import annotations
+
+from pathlib import Path
+import tempfile
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+
+from components.engine.callbacks import Callback
+from components.zoo.bundle import bundle_info, write_bundle
+from components.zoo.registry import BUNDLE_PATH
+
+
+class MlflowBundleLogger(Callback):
+    def __init__(self, tracking_uri: str, run_id: str, meta: dict[str, Any]) -> None:
+        self.client, self.run_id, self.meta = MlflowClient(tracking_uri), run_id, meta
+
+    def on_epoch_end(self, loop: Any, epoch: int, metrics: dict[str, float]) -> None:
+        if epoch != loop.epochs or metrics.get("diverged"):
+            return
+        info = bundle_info({**self.meta, "weights": loop.exported_weights}, metrics, run_id=self.run_id, epoch=epoch)
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = write_bundle(Path(tmp) / BUNDLE_PATH, loop.module.state_dict(), info)
+            self.client.log_artifacts(self.run_id, str(folder), BUNDLE_PATH)
