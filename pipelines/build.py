@@ -23,8 +23,18 @@ def make(node: dict[str, Any], **kwargs: Any) -> Any:
     return instantiate(node, _convert_="all", **kwargs)
 
 
+DATA_KEYS = ("split_seed",)  # ours: which seeded train/val/test split to cut (null: the run's seed)
+
+
 def data_source(data: dict[str, Any]) -> Any:
-    return make(data)
+    return make({k: v for k, v in data.items() if k not in DATA_KEYS})
+
+
+def load_splits(data: dict[str, Any], seed: int) -> Any:
+    """The dataset's splits: cut with `data.split_seed` (fixed by default, so runs with other
+    seeds, and ensembles of them, are scored on the same validation and test images)."""
+    split_seed = data.get("split_seed")
+    return data_source(data).load(seed if split_seed is None else split_seed)
 
 
 def normalizer(preprocess: dict[str, Any], x_train: torch.Tensor) -> Normalizer:

@@ -41,7 +41,7 @@ def run_probes(config: dict[str, Any], range_test: bool = True) -> dict[str, Any
     c, seed = config.get("check") or DEFAULT_CHECK, config["seed"]
     torch.set_num_threads(max(1, int(config["trainer"]["resources_per_worker"].get("CPU", 1))))
     plain = unregularised(config)
-    splits = build.data_source(config["data"]).load(seed)
+    splits = build.load_splits(config["data"], seed)
     normalizer = build.normalizer(config["preprocess"], splits.train.as_float())
     pick = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(seed))
     x_all, y_all = normalizer(splits.train.as_float()[pick]), splits.train.y[pick]

@@ -123,6 +123,16 @@ def finished_run(client: MlflowClient, sweep: dict[str, Any], trial_id: str) -> 
     return runs[0] if runs else None
 
 
+def trial_run(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str) -> str | None:
+    """The run id of a trial's newest FINISHED MLflow run under the sweep."""
+    runs = client.search_runs(
+        [experiment_id],
+        f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.`{ATTEMPT_TAG}` = '{trial_id}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"], max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
 def close_orphans(
     client: MlflowClient, experiment_id: str, parent_run_id: str, status: str, outcome: str, epochs: int | None = None
 ) -> int:

@@ -23,7 +23,10 @@ from pipelines.tracking import RunTracker, tracked_run
 def run_name(config: dict[str, Any], choices: dict[str, Any], pipeline: str) -> str:
     if config["tracking"].get("run_name"):
         return config["tracking"]["run_name"]
-    parts = [pipeline, choices.get("model"), choices.get("model/activation"), choices.get("optimizer"), choices.get("data")]
+    if config.get("_zoo"):  # fine-tuning: the architecture is the zoo model's
+        parts = [pipeline, config["_zoo"]["ref"].replace("@", "-").replace("/", "-v"), config["_zoo"]["strategy"], choices.get("data")]
+    else:
+        parts = [pipeline, choices.get("model"), choices.get("model/activation"), choices.get("optimizer"), choices.get("data")]
     return "-".join(str(p) for p in parts if p) + time.strftime("-%Y%m%d-%H%M%S")
 
 
@@ -63,10 +66,11 @@ def log_final_model(tracker: RunTracker, checkpoint_dir: str) -> None:
     tracker.ended = True  # leaving start_run's block marked the run FINISHED
 
 
-def train(cfg: DictConfig, pipeline: str = "train") -> dict[str, float]:
+def train(cfg: DictConfig, pipeline: str = "train", adjust: Any = None) -> dict[str, float]:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    config, net = validate.prepare(cfg)
+    config, net = validate.prepare(cfg, adjust)
     tags, choices = hydra_tags(pipeline)
+    tags.update(config.pop("_tags", {}))
     name = run_name(config, choices, pipeline)
     print(f"raysitter {pipeline}: {name}", flush=True)
     started = time.perf_counter()
@@ -93,7 +97,27 @@ def train(cfg: DictConfig, pipeline: str = "train") -> dict[str, float]:
         if checkpoint and config["tracking"].get("log_model", True):
             log_final_model(tracker, checkpoint)
     print_summary(metrics, tracker, checkpoint, time.perf_counter() - started)
+    register(config, tracker.uri, tracker.run_id)
     return metrics
+
+
+def register(config: dict[str, Any], uri: str, run_id: str) -> None:
+    """`tracking.register_as=NAME`: push the finished run's bundle to the zoo."""
+    name = config["tracking"].get("register_as")
+    if not name:
+        return
+    from components.zoo.registry import ZooError, push
+    from mlflow.tracking import MlflowClient
+
+    alias = config["tracking"].get("register_alias")
+    try:
+        version = push(MlflowClient(uri, registry_uri=uri), uri, run_id, name, alias)
+    except ZooError as e:
+        print(f"raysitter: error in `tracking.register_as`: run {run_id} finished (FINISHED in MLflow) but registering "
+              f"it as {name!r} failed: {e}. Fix: push it by hand with `raysitter zoo push {run_id} --name NAME`.",
+              file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    print(f"zoo          {version.name}/{version.version}" + (f" (alias {alias})" if alias else ""), flush=True)
 
 
 class TrainingFailed(RuntimeError):
@@ -108,6 +132,10 @@ def print_summary(m: dict[str, float], tracker: RunTracker, checkpoint: str | No
     line = "─" * 72
     print(line)
     print(f"finished in {seconds:.1f} s   val/acc {m.get('val/acc', float('nan')):.4f}   test/acc {m.get('test/acc', float('nan')):.4f}")
+    for prefix in ("ema", "polyak", "snapshots"):
+        if f"{prefix}/test/acc" in m:
+            print(f"{prefix:<12} val/acc {m[f'{prefix}/val/acc']:.4f}   test/acc {m[f'{prefix}/test/acc']:.4f}   "
+                  f"(gain over the single model {m[f'{prefix}/gain_test_acc']:+.4f})")
     print(f"MLflow run   {tracker.run_id}  ({tracker.uri})")
     if checkpoint:
         print(f"checkpoint   {checkpoint}")
@@ -115,21 +143,27 @@ def print_summary(m: dict[str, float], tracker: RunTracker, checkpoint: str | No
     print(line, flush=True)
 
 
-@hydra_app("train")
-def main(cfg: DictConfig) -> float:
+def run_cli(cfg: DictConfig, pipeline: str = "train", adjust: Any = None) -> float:
+    """`train` with the command line's exits: 1 for a failed or diverged run, 130 when
+    interrupted; returns val/acc (what a Hydra sweeper optimises)."""
     try:
-        metrics = train(cfg)
+        metrics = train(cfg, pipeline, adjust)
     except Diverged as e:
-        print(f"raysitter train: {e}. The MLflow run is marked FAILED (raysitter.outcome=diverged). "
+        print(f"raysitter {pipeline}: {e}. The MLflow run is marked FAILED (raysitter.outcome=diverged). "
               "Fix: lower optimizer.lr (raysitter check suggests a range).", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
     except TrainingFailed as e:
-        print(f"raysitter train: training failed: {e}", file=sys.stderr, flush=True)
+        print(f"raysitter {pipeline}: training failed: {e}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
-        print("raysitter train: interrupted; the MLflow run is marked KILLED", file=sys.stderr, flush=True)
+        print(f"raysitter {pipeline}: interrupted; the MLflow run is marked KILLED", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
     return float(metrics.get("val/acc", 0.0))
+
+
+@hydra_app("train")
+def main(cfg: DictConfig) -> float:
+    return run_cli(cfg, "train")
 
 
 if __name__ == "__main__":

@@ -230,6 +230,13 @@ def tune(cfg: DictConfig) -> dict:
         tracker.client.log_text(tracker.run_id, "\n".join(narrowing), "narrowing_log.txt")
         best = log_sweep(tracker, config, trials, narrowing)
     print_summary(config, trials, best, overrides, tracker)
+    if config["tracking"].get("register_as"):
+        from pipelines.train import register
+
+        best_run = sweep.trial_run(tracker.client, tracker.experiment_id, tracker.run_id, best["trial_id"])
+        if best_run is None:
+            raise SystemExit(f"raysitter tune: error in `tracking.register_as`: the best trial {best['trial_id']} has no finished MLflow run to register.")
+        register(config, tracker.uri, best_run)
     return {"name": state["name"], "trials": trials, "best": best, "parent_run_id": tracker.run_id}
 
 

@@ -4,7 +4,7 @@ Every failure is a `UserError` naming the key and the fix; nothing has been writ
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 import os
 from pathlib import Path
@@ -116,10 +116,29 @@ def check_components(config: dict, input_shape: tuple[int, ...], num_classes: in
     with blame("augment"):
         build.augment(config["augment"])(x)
     with blame("preprocess"):
-        build.normalizer(config["preprocess"], x)
+        if config["preprocess"].get("_target_"):  # fine-tuning reuses the zoo bundle's statistics instead
+            build.normalizer(config["preprocess"], x)
+    with blame("ensembling"):
+        check_ensembling(config)
     with blame("diagnostics"):
         build.diagnostics(config.get("diagnostics"))
     return net
+
+
+CYCLIC_SCHEDULES = ("CyclicLR", "CosineAnnealingWarmRestarts")
+
+
+def check_ensembling(config: dict) -> None:
+    node = config.get("ensembling") or {}
+    if node.get("_target_"):
+        build.make(node)
+    if "SnapshotEnsemble" in str(node.get("_target_")) and not any(s in str(config["scheduler"].get("_target_")) for s in CYCLIC_SCHEDULES):
+        raise UserError(
+            "ensembling",
+            f"is snapshots, which keeps the weights at the end of each learning-rate cycle, but the scheduler "
+            f"{config['scheduler'].get('_target_')} has no cycles (the ensemble would hold only the final weights).",
+            "pass scheduler=cyclic or scheduler=cosine_restarts with ensembling=snapshots.",
+        )
 
 
 def check_tracking(config: dict) -> None:
@@ -140,11 +159,15 @@ def absolute(path: str) -> str:
     return str(Path(os.path.expanduser(str(path))).resolve())
 
 
-def prepare(cfg: DictConfig) -> tuple[dict[str, Any], torch.nn.Module]:
+def prepare(cfg: DictConfig, adjust: Callable[[dict], None] | None = None) -> tuple[dict[str, Any], torch.nn.Module]:
     """Resolve, check and normalise paths. Returns the config (a plain dict: what crosses into
-    Ray workers) and the model it describes, built once on the driver."""
+    Ray workers) and the model it describes, built once on the driver. `adjust(config)` runs
+    once the tracking store is known (fine-tuning pulls its zoo bundle there)."""
     config = resolve(cfg)
     config["output_dir"] = absolute(config["output_dir"])
+    if adjust is not None:
+        check_tracking(config)
+        adjust(config)
     check_numbers(config)
     input_shape, num_classes = check_data(config)
     net = check_components(config, input_shape, num_classes)

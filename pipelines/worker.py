@@ -156,7 +156,7 @@ def run_training(config: dict[str, Any], session: Any) -> dict[str, float]:
     epoch's metrics (with test/loss and test/acc)."""
     seed, trainer = config["seed"], config["trainer"]
     torch.set_num_threads(max(1, int(trainer.get("resources_per_worker", {}).get("CPU", 1))))
-    splits = build.data_source(config["data"]).load(seed)
+    splits = build.load_splits(config["data"], seed)
     zoo = config.get("_zoo")
     if zoo:  # fine-tuning: the bundle's preprocessing statistics, not recomputed ones
         from components.preprocess import Normalizer

@@ -137,10 +137,15 @@ def push(client: MlflowClient, tracking_uri: str, run_id: str, name: str, alias:
 
 def list_versions(client: MlflowClient, name: str | None = None) -> list[Any]:
     """Every version of every registered model (or of `name`), newest first per model."""
-    query = f"name = '{name}'" if name else ""
-    versions = list(client.search_model_versions(query)) if query else [
-        v for rm in client.search_registered_models() for v in client.search_model_versions(f"name = '{rm.name}'")
-    ]
+    names = [name] if name else [rm.name for rm in client.search_registered_models()]
+    versions = []
+    for model in names:
+        try:
+            # search results leave `aliases` empty: get_model_version fills them in
+            versions += [client.get_model_version(model, v.version) for v in client.search_model_versions(f"name = '{model}'")]
+        except MlflowException as e:
+            if not _missing(e):
+                raise
     return sorted(versions, key=lambda v: (v.name, -int(v.version)))
 
 

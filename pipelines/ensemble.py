@@ -1,0 +1,150 @@
+"""raysitter ensemble: model ensembles from runs, zoo models or a sweep's top-k.
+
+Each member's bundle is downloaded and verified; all members must share the dataset, classes
+and seed (so they are scored on the same test split, which none of them trained on). Prints and
+logs every member's val/test accuracy, the ensemble's (mean of the softmax probabilities) and
+the gain over the best and the average single model.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+import re
+import tempfile
+import time
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
+
+from components.zoo import BundleError, load_bundle
+from components.zoo.registry import BUNDLE_PATH, ZooError, ZooRef, fetch
+from pipelines import build, validate
+from pipelines.app import hydra_app
+from pipelines.errors import UserError
+from pipelines.tracking import tracked_run
+
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def sweep_members(client: MlflowClient, sweep: str, top_k: int, metric: str) -> list[str]:
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(
+        experiments, f"tags.sweep = '{sweep}' and tags.pipeline = 'tune-trial' and attributes.status = 'FINISHED'",
+        order_by=[f"metrics.`{metric}` DESC"], max_results=top_k,
+    )
+    if not runs:
+        raise UserError("sweep", f"no finished trial runs of a sweep named {sweep!r} in the tracking store.", "pass the name `raysitter tune` printed (tag `sweep` of its runs in the MLflow UI).")
+    return [r.info.run_id for r in runs]
+
+
+def member_bundle(client: MlflowClient, uri: str, member: str, workdir: Path) -> tuple[Path, str]:
+    """A verified local bundle folder for a run id or a zoo reference, and its label."""
+    import mlflow.artifacts
+
+    if RUN_ID.match(member):
+        try:
+            client.get_run(member)
+        except Exception:
+            raise UserError("members", f"run {member} is not in the tracking store {uri}.", "copy the run id from the MLflow UI or `raysitter train`'s summary.") from None
+        names = [f.path for f in client.list_artifacts(member, BUNDLE_PATH)]
+        if not names:
+            raise UserError("members", f"run {member} has no {BUNDLE_PATH}/ artifact (it did not finish its last epoch, or ran with tracking.log_bundle=false).", "pick runs that finished training.")
+        path = mlflow.artifacts.download_artifacts(run_id=member, artifact_path=BUNDLE_PATH, dst_path=str(workdir / member), tracking_uri=uri)
+        return Path(path), member[:8]
+    try:
+        path, version = fetch(uri, ZooRef.parse(member), workdir / "zoo")
+    except ZooError as e:
+        raise UserError("members", f"{e}.", "members are 32-character run ids or zoo references (raysitter zoo list).") from None
+    return path, f"{version.name}/{version.version}"
+
+
+def same_task(infos: list[dict[str, Any]], labels: list[str]) -> None:
+    first = infos[0]
+    for info, label in zip(infos[1:], labels[1:]):
+        for key in ("data", "classes", "input_shape") + (() if (first.get("data") or {}).get("split_seed") is not None else ("seed",)):
+            if info.get(key) != first.get(key):
+                raise UserError(
+                    "members",
+                    f"{label} differs from {labels[0]} in {key} ({info.get(key)!r} vs {first.get(key)!r}); an ensemble is scored on one test split.",
+                    "ensemble models trained on the same data and split (data.split_seed; e.g. the trials of one sweep, or runs that differ only in seed).",
+                )
+
+
+def ensemble(cfg: DictConfig) -> dict[str, float]:
+    from rich.console import Console
+    from rich.table import Table
+
+    from components.ensembles import EnsembleForward, evaluate_forward
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    config = validate.resolve(cfg)
+    config["output_dir"] = validate.absolute(config["output_dir"])
+    validate.check_tracking(config)
+    uri = config["tracking"]["uri"]
+    client = MlflowClient(uri, registry_uri=uri)
+    members = [str(m) for m in config["members"] or []]
+    if config.get("sweep"):
+        if not isinstance(config["top_k"], int) or config["top_k"] < 1:
+            raise UserError("top_k", f"must be a whole number ≥ 1 (got {config['top_k']!r}).", "pass e.g. top_k=3.")
+        members += sweep_members(client, str(config["sweep"]), config["top_k"], config["metric"])
+    if len(members) < 2:
+        raise UserError("members", f"an ensemble needs at least two models (got {len(members)}).", "pass members=[RUN_ID,RUN_ID,…] and/or sweep=NAME.")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="raysitter-ensemble-") as tmp:
+        loaded, labels = [], []
+        for member in members:
+            path, label = member_bundle(client, uri, member, Path(tmp))
+            try:
+                loaded.append(load_bundle(path))
+            except BundleError as e:
+                raise UserError("members", f"the bundle of {label} failed verification: {e}.", "leave that member out, or push/train it again.") from None
+            labels.append(label)
+    infos = [info for _, _, info in loaded]
+    same_task(infos, labels)
+    splits = build.load_splits(infos[0]["data"], infos[0].get("seed", 0))
+    rows, metrics = [], {}
+    for i, ((net, normalizer, _), label) in enumerate(zip(loaded, labels)):
+        forward = lambda x, net=net, normalizer=normalizer: net(normalizer(x))  # noqa: E731
+        val, test = evaluate_forward(forward, splits.val)["acc"], evaluate_forward(forward, splits.test)["acc"]
+        rows.append((label, val, test))
+        metrics[f"member/{i}/val/acc"], metrics[f"member/{i}/test/acc"] = val, test
+    combined = EnsembleForward([n for n, _, _ in loaded], [nz for _, nz, _ in loaded])
+    ens_val, ens_test = (evaluate_forward(combined, s) for s in (splits.val, splits.test))
+    best = max(rows, key=lambda r: r[1])  # the member a user would pick: best on validation
+    mean_test = sum(r[2] for r in rows) / len(rows)
+    metrics.update({
+        "ensemble/val/acc": ens_val["acc"], "ensemble/test/acc": ens_test["acc"], "ensemble/test/loss": ens_test["loss"],
+        "single/best_by_val/test/acc": best[2], "single/mean/test/acc": mean_test,
+        "ensemble/gain_over_best": ens_test["acc"] - best[2], "ensemble/gain_over_mean": ens_test["acc"] - mean_test,
+        "ensemble/size": float(len(rows)),
+    })
+    overrides = list(HydraConfig.get().overrides.task)
+    tags = {"pipeline": "ensemble", "command": " ".join(["raysitter", "ensemble", *overrides]), "ensemble.members": ",".join(labels)}
+    name = config["tracking"].get("run_name") or f"ensemble-{len(rows)}" + time.strftime("-%Y%m%d-%H%M%S")
+    with tracked_run(config, name, tags) as tracker:
+        tracker.log_config({**config, "members": members})
+        tracker.log_metrics(metrics)
+        table = Table(title=f"ensemble of {len(rows)} ({len(splits.test)} test images)")
+        for column in ("member", "val/acc", "test/acc"):
+            table.add_column(column)
+        for label, val, test in rows:
+            table.add_row(label, f"{val:.4f}", f"{test:.4f}")
+        table.add_row("[bold]ensemble (mean softmax)", f"{ens_val['acc']:.4f}", f"[bold]{ens_test['acc']:.4f}")
+        console = Console(width=120, record=True)
+        console.print(table)
+        console.print(f"gain over the best single model (by val/acc): {metrics['ensemble/gain_over_best']:+.4f}   "
+                      f"over the average single model: {metrics['ensemble/gain_over_mean']:+.4f}")
+        tracker.client.log_text(tracker.run_id, console.export_text(), "ensemble.txt")
+    print(f"MLflow run   {tracker.run_id}  ({uri})   {time.perf_counter() - started:.1f} s", flush=True)
+    return metrics
+
+
+@hydra_app("ensemble")
+def main(cfg: DictConfig) -> float:
+    return ensemble(cfg)["ensemble/test/acc"]
+
+
+if __name__ == "__main__":
+    main()
