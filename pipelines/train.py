@@ -50,13 +50,11 @@ def log_final_model(tracker: RunTracker, checkpoint_dir: str) -> None:
     from components.preprocess import Preprocessed
     from pipelines import build
 
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+    from components.tracking import scoped_tracking_uri
 
     net, normalizer, meta = build.model_from_checkpoint(checkpoint_dir)
     example = torch.rand(2, *meta["input_shape"]).numpy()
-    # Scoped: mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which every later job
-    # of a multirun (and every child process) would then inherit.
-    with _use_tracking_uri(tracker.uri), mlflow.start_run(run_id=tracker.run_id):
+    with scoped_tracking_uri(tracker.uri), mlflow.start_run(run_id=tracker.run_id):
         mlflow.pytorch.log_model(
             Preprocessed(net, normalizer).eval(),
             name="model",

@@ -198,3 +198,22 @@ def test_snapshot_ensemble_keeps_one_snapshot_per_cycle(compose_train):
     assert final["snapshots/count"] == 3  # two cycle ends (steps 20, 40) + the final weights (60)
     assert final["snapshots/test/acc"] > 0.8
     assert final["snapshots/gain_test_acc"] == pytest.approx(final["snapshots/test/acc"] - final["test/acc"])
+
+
+def test_scoped_tracking_uri_restores_the_users_variable(monkeypatch, tmp_path):
+    """mlflow's own scoping unset a user's MLFLOW_TRACKING_URI after logging the final model, so
+    `train … && finetune …` in one process (multirun, tests) lost the server."""
+    import os
+
+    import mlflow
+
+    from components.tracking import scoped_tracking_uri
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    with scoped_tracking_uri(f"sqlite:///{tmp_path / 'x.db'}"):
+        assert mlflow.get_tracking_uri().startswith("sqlite:")
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5999"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    with scoped_tracking_uri(f"sqlite:///{tmp_path / 'x.db'}"):
+        pass
+    assert "MLFLOW_TRACKING_URI" not in os.environ

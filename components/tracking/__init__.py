@@ -8,6 +8,7 @@ from components.tracking.mlflow_utils import (
     ensure_experiment,
     environment_tags,
     flatten,
+    scoped_tracking_uri,
 )
 
 __all__ = [
@@ -19,4 +20,5 @@ __all__ = [
     "ensure_experiment",
     "environment_tags",
     "flatten",
+    "scoped_tracking_uri",
 ]

@@ -1,7 +1,8 @@
 """MLflow glue that needs no config: URIs, reachability, tags, flattening, epoch logging."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from importlib import metadata
 import os
 from pathlib import Path
@@ -48,6 +49,25 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
             raise TrackingUnreachableError(f"cannot create the folder {folder} for {uri} ({e})") from e
         if not os.access(folder, os.W_OK):
             raise TrackingUnreachableError(f"the folder {folder} for {uri} is not writable")
+
+
+@contextmanager
+def scoped_tracking_uri(uri: str) -> Iterator[None]:
+    """mlflow's fluent API pointed at `uri` for a block. `mlflow.set_tracking_uri` also exports
+    MLFLOW_TRACKING_URI (so later multirun jobs and child processes would inherit one run's
+    store), and mlflow's own scoping unsets it afterwards even when the user had set it: the
+    variable is restored here exactly as it was."""
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _use_tracking_uri(uri):
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
