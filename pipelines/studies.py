@@ -106,3 +106,68 @@ def random_vs_grid(config: dict[str, Any], tracker: RunTracker) -> str:
         kept.parent.mkdir(parents=True, exist_ok=True)
         kept.write_bytes(figure.read_bytes())
     return table + f"\n\nfigure: {kept}"
+
+
+def transfer(config: dict[str, Any], tracker: RunTracker) -> str:
+    """Pretrain → bundle → fine-tune with each strategy, vs scratch, on a few-shot target task.
+    In-process (world size 1): the same per-worker loop and the same `_zoo` path that
+    `raysitter finetune` runs on Ray, minus the registry round trip."""
+    import numpy as np
+
+    from components.checks import plots
+    from components.engine.checkpoint import read_meta
+    from components.search import set_dotted
+    from components.tracking import flatten
+    from components.zoo import bundle_info, write_bundle
+    from components.zoo.transfer import STRATEGIES
+    from pipelines.worker import LocalSession, run_training
+
+    for name, case in config["cases"].items():
+        if case.get("strategy") not in STRATEGIES or not 0 < float(case.get("lr_scale", 0)) <= 1:
+            from pipelines.errors import UserError
+
+            raise UserError(f"cases.{name}", f"needs strategy in {', '.join(STRATEGIES)} and lr_scale in (0, 1] (got {case}).", f"e.g. cases.{name}={{strategy:full,lr_scale:0.1}}.")
+    base = {k: v for k, v in config.items() if k not in ("runner", "pretrain", "target", "cases", "seeds")}
+    base["diagnostics"] = {**(base.get("diagnostics") or {}), "enabled": False, "plots": False}
+    base["_run"] = {"quiet": True}
+    results: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        source = set_dotted(base, flatten(config["pretrain"]))
+        print(f"pretraining on {config['pretrain']} …", flush=True)
+        session = LocalSession(checkpoint_root=f"{tmp}/pretrain")
+        pre = run_training(source, session)
+        meta = read_meta(session.last_checkpoint)
+        net, _, _ = build.model_from_checkpoint(session.last_checkpoint)
+        bundle = write_bundle(f"{tmp}/bundle", net.state_dict(), bundle_info(meta))
+        tracker.client.log_metric(tracker.run_id, "pretrain/test/acc", pre["test/acc"])
+        for seed in config["seeds"]:
+            target = set_dotted(base, {**flatten(config["target"]), "seed": seed})
+            for case in [*config["cases"], "scratch"]:
+                run = dict(target)
+                if case != "scratch":
+                    spec = config["cases"][case]
+                    run["_zoo"] = {"ref": "study", "path": str(bundle), "tracking_uri": tracker.uri, "strategy": spec["strategy"], "lr_scale": float(spec["lr_scale"])}
+                acc = run_training(run, LocalSession())["test/acc"]
+                results.setdefault(case, []).append(acc)
+                tracker.client.log_metric(tracker.run_id, f"{case}/test/acc", acc, step=seed)
+                print(f"seed {seed}  {case:<8} test/acc {acc:.4f}", flush=True)
+    n = config["target"].get("data", {}).get("train_per_class")
+    lines = [f"source: {flatten(config['pretrain'])} → test/acc {pre['test/acc']:.4f}",
+             f"target: {flatten(config['target'])}  ({n} training images per class)", "",
+             f"{'case':<14} {'strategy':<9} {'lr_scale':>8} {'test/acc mean ± std':>20}   per seed"]
+    for case, accs in results.items():
+        spec = config["cases"].get(case, {"strategy": "-", "lr_scale": "-"})
+        lines.append(f"{case:<14} {spec['strategy']:<9} {spec['lr_scale']!s:>8} {np.mean(accs):>11.4f} ± {np.std(accs):.4f}   " + " ".join(f"{a:.3f}" for a in accs))
+        tracker.client.log_metric(tracker.run_id, f"{case}/test/acc_mean", float(np.mean(accs)))
+    table = "\n".join(lines)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        figure = plots.bars({k: v for k, v in results.items()}, "test/acc on the target task", out / "transfer.png",
+                            title=f"digits 0–4 → 5–9, {n} images per class")
+        (out / "transfer.txt").write_text(table + "\n")
+        for path in (figure, out / "transfer.txt"):
+            tracker.client.log_artifact(tracker.run_id, str(path))
+        kept = Path(config["output_dir"]) / "studies" / "transfer.png"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_bytes(figure.read_bytes())
+    return table + f"\n\nfigure: {kept}"

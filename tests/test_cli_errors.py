@@ -59,3 +59,37 @@ def test_hydra_flags_still_work(capsys):
     train.main(["--cfg", "job", "optimizer=sgd", "model.activation=tanh"], prog="raysitter train")
     out = capsys.readouterr().out
     assert "torch.optim.SGD" in out and "torch.nn.Tanh" in out
+
+
+ZOO_BAD_INPUT = [
+    ("finetune", ["zoo=nosuch@champion"], "`zoo`"),
+    ("finetune", ["zoo=bad name"], "`zoo`"),
+    ("finetune", ["zoo=x", "finetune.strategy=everything"], "finetune.strategy"),
+    ("finetune", ["zoo=x", "finetune.lr_scale=2"], "finetune.lr_scale"),
+    ("finetune", [], "zoo"),
+    ("ensemble", ["members=[0123456789abcdef0123456789abcdef]"], "members"),
+    ("ensemble", ["members=[0123456789abcdef0123456789abcdef,nosuch@x]"], "members"),
+    ("ensemble", ["sweep=nosuch"], "sweep"),
+    ("train", ["ensembling=snapshots"], "ensembling"),
+    ("train", ["ensembling=ema", "ensembling.decay=1.5"], "ensembling"),
+]
+
+
+@pytest.mark.parametrize("pipeline,overrides,key", ZOO_BAD_INPUT, ids=[f"{p} {' '.join(o)}" for p, o, _ in ZOO_BAD_INPUT])
+def test_zoo_pipelines_refuse_bad_input_naming_the_key(pipeline, overrides, key, output_dir, capsys):
+    import importlib
+
+    module = importlib.import_module(f"pipelines.{pipeline}")
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(overrides, prog=f"raysitter {pipeline}")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert key in err and "Traceback" not in err
+
+
+def test_zoo_command_without_a_store_says_so(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI",)}
+    env["RAYSITTER_OUTPUT_DIR"] = str(tmp_path / "empty")
+    result = subprocess.run([str(Path(sys.executable).parent / "raysitter"), "zoo", "list"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--output-dir" in result.stderr and "raysitter train" in result.stderr
+    assert not (tmp_path / "empty" / "mlflow.db").exists()

@@ -39,3 +39,21 @@ def test_random_search_tries_more_distinct_learning_rates_than_a_grid(output_dir
     assert m["grid/distinct_optimizer.lr"] == 2 and m["random/distinct_optimizer.lr"] == 4
     assert 0 < m["grid/best_val_acc"] <= 1 and 0 < m["random/best_val_acc"] <= 1
     assert {"random_vs_grid.png", "random_vs_grid.csv", "random_vs_grid.txt"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+def test_transfer_study_compares_strategies_with_scratch(output_dir, capsys):
+    study.main(["transfer", "seeds=[0]", "pretrain.trainer.epochs=2", "target.trainer.epochs=3", "model.channels=[8]", "model.hidden=[16]"])
+    out = capsys.readouterr().out
+    for case in ("head", "top", "full", "full_same_lr", "scratch"):
+        assert f"\n{case} " in out
+    client, (run,) = runs(output_dir, "raysitter-study")
+    m = run.data.metrics
+    assert {"head/test/acc", "top/test/acc", "full/test/acc", "scratch/test/acc", "pretrain/test/acc"} <= set(m)
+    assert all(0 <= m[f"{c}/test/acc_mean"] <= 1 for c in ("head", "scratch"))
+    assert {"transfer.png", "transfer.txt"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+def test_transfer_study_refuses_an_unknown_strategy(output_dir, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        study.main(["transfer", "cases.head.strategy=everything"])
+    assert exit_info.value.code == 2 and "cases.head" in capsys.readouterr().err

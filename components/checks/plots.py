@@ -142,3 +142,20 @@ def param_scatter(trials: Sequence[dict], x: str, y: str, metric: str, path: Pat
     ax.set(xlabel=x, ylabel=y, title=f"{x} vs {y}, coloured by {metric}")
     ax.legend()
     return _save(fig, path)
+
+
+def bars(groups: dict[str, Sequence[float]], ylabel: str, path: Path, title: str = "") -> Path:
+    """One bar per group (the mean) with every value as a dot and the std as an error bar."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    names = list(groups)
+    means = [float(np.mean(groups[n])) for n in names]
+    stds = [float(np.std(groups[n])) for n in names]
+    ax.bar(names, means, yerr=stds, capsize=4, color="#8fb3d9")
+    for i, name in enumerate(names):
+        ax.scatter([i] * len(groups[name]), groups[name], color="black", s=12, zorder=3)
+    for i, (m, sd) in enumerate(zip(means, stds)):
+        ax.text(i, m + sd + 0.015, f"{m:.3f}", ha="center", va="bottom")
+    ax.set(ylabel=ylabel, title=title, ylim=(0, 1.05))
+    return _save(fig, path)
