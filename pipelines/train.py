@@ -20,13 +20,26 @@ from pipelines.multirun import group_tags
 from pipelines.tracking import RunTracker, tracked_run
 
 
-def run_name(config: dict[str, Any], choices: dict[str, Any], pipeline: str) -> str:
+def key_overrides(overrides: list[str], limit: int = 3) -> list[str]:
+    """The value overrides worth a run name (`optimizer.lr=0.01` → `lr=0.01`); group choices
+    are in the name already, bookkeeping keys are left out."""
+    out = []
+    for override in overrides:
+        key, sep, value = override.lstrip("+~").partition("=")
+        if not sep or "." not in key or key.startswith(("hydra.", "tracking.", "trainer.address")) or "/" in key:
+            continue
+        out.append(f"{key.rsplit('.', 1)[-1]}={value}"[:24])
+    return out[:limit]
+
+
+def run_name(config: dict[str, Any], choices: dict[str, Any], pipeline: str, overrides: list[str] | None = None) -> str:
     if config["tracking"].get("run_name"):
         return config["tracking"]["run_name"]
     if config.get("_zoo"):  # fine-tuning: the architecture is the zoo model's
         parts = [pipeline, config["_zoo"]["ref"].replace("@", "-").replace("/", "-v"), config["_zoo"]["strategy"], choices.get("data")]
     else:
         parts = [pipeline, choices.get("model"), choices.get("model/activation"), choices.get("optimizer"), choices.get("data")]
+    parts += key_overrides(overrides or [])
     return "-".join(str(p) for p in parts if p) + time.strftime("-%Y%m%d-%H%M%S")
 
 
@@ -40,6 +53,30 @@ def hydra_tags(pipeline: str) -> tuple[dict[str, str], dict[str, Any]]:
         **group_tags(),
     }
     return tags, dict(hc.runtime.choices)
+
+
+def describe(config: dict[str, Any], choices: dict[str, Any], tags: dict[str, str],
+             metrics: dict[str, float] | None = None, seconds: float | None = None) -> str:
+    """The run's description in the MLflow UI (markdown): what it was, how to reproduce it and,
+    once finished, how it went."""
+    t, opt = config["trainer"], config["optimizer"]
+    model = choices.get("model") or str(config["model"].get("_target_", "?")).rsplit(".", 1)[-1]
+    what = (f"**{tags.get('pipeline', 'train')}** · {model} ({choices.get('model/activation', '-')}) · "
+            f"{choices.get('optimizer', '?')} lr {opt.get('lr')} · {choices.get('scheduler', '-')} schedule · "
+            f"{choices.get('data', '?')} · {t['epochs']} epochs · {t['num_workers']} worker(s), global batch {t['batch_size']}")
+    if config.get("_zoo"):
+        what += f" · fine-tuned from zoo model `{config['_zoo']['ref']}` (strategy {config['_zoo']['strategy']})"
+    lines = [what, "", "Reproduce (from the commit in the tag `git.commit`):", "", f"    {tags.get('command', '')}"]
+    if metrics:
+        if metrics.get("diverged"):
+            outcome = f"**diverged** at epoch {int(metrics.get('epoch', 0))} (train/loss {metrics.get('train/loss')})"
+        else:
+            outcome = (f"val/acc **{metrics.get('val/acc', float('nan')):.4f}**, test/acc **{metrics.get('test/acc', float('nan')):.4f}**, "
+                       f"train/acc {metrics.get('train/acc', float('nan')):.4f} (train − val gap {metrics.get('gap/train_val_acc', float('nan')):+.4f})")
+        lines += ["", f"Result after {int(metrics.get('epoch', 0))} epochs in {seconds or 0:.0f} s: {outcome}."]
+        lines += ["", "Artifacts: `plots/` (loss, accuracy, update ratios, activations, confusion matrix), "
+                  "`samples/augmented.png`, `config.yaml`, `bundle/` (model zoo), `model/` (MLflow PyTorch model)."]
+    return "\n".join(lines)
 
 
 def log_final_model(tracker: RunTracker, checkpoint_dir: str) -> None:
@@ -69,7 +106,8 @@ def train(cfg: DictConfig, pipeline: str = "train", adjust: Any = None) -> dict[
     config, net = validate.prepare(cfg, adjust)
     tags, choices = hydra_tags(pipeline)
     tags.update(config.pop("_tags", {}))
-    name = run_name(config, choices, pipeline)
+    name = run_name(config, choices, pipeline, list(HydraConfig.get().overrides.task))
+    tags["mlflow.note.content"] = describe(config, choices, tags)
     print(f"raysitter {pipeline}: {name}", flush=True)
     started = time.perf_counter()
     with tracked_run(config, name, tags) as tracker:
@@ -86,6 +124,7 @@ def train(cfg: DictConfig, pipeline: str = "train", adjust: Any = None) -> dict[
         # Ray Train V2 may leave Result.metrics empty when the last report had no checkpoint (a
         # diverged run): worker 0 logged every epoch to MLflow, so read them back from there.
         metrics = dict(result.metrics or tracker.client.get_run(tracker.run_id).data.metrics)
+        tracker.client.set_tag(tracker.run_id, "mlflow.note.content", describe(config, choices, tags, metrics, time.perf_counter() - started))
         if metrics.get("diverged"):
             tracker.client.set_tag(tracker.run_id, "raysitter.outcome", "diverged")
             raise Diverged(f"diverged at epoch {int(metrics.get('epoch', 0))}: train/loss became {metrics.get('train/loss')}")

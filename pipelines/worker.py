@@ -208,6 +208,7 @@ def run_training(config: dict[str, Any], session: Any) -> dict[str, float]:
         world_size=session.world_size,
         callbacks=callbacks,
         frozen=frozen,
+        classes=splits.classes,
     )
     if resume:
         loop.load_state_dict(read_train_state(resume))

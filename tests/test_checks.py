@@ -108,8 +108,8 @@ def test_diagnostics_measure_a_tiny_network_during_training():
     loop.fit()
     step, metrics = logged[0]
     expected = float((net[1].weight.detach() - weight_before).norm() / weight_before.norm())
-    assert step == 1 and metrics["update_ratio/1.weight"] == pytest.approx(expected, rel=1e-5)
-    assert "grad_norm/1.weight" in metrics and "act/2/dead" in metrics
+    assert step == 1 and metrics["diag/update_ratio/1.weight"] == pytest.approx(expected, rel=1e-5)
+    assert "diag/grad_norm/1.weight" in metrics and "diag/act/2/dead" in metrics
     first = diag.activations["2"][0][1]  # the ReLU's output in the forward pass of step 1
     hidden = torch.relu(x.flatten(1) @ weight_before.T + bias_before)
     assert first["mean"] == pytest.approx(float(hidden.mean()), rel=1e-5)

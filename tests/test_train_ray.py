@@ -44,10 +44,12 @@ def test_two_worker_run_lands_in_mlflow_with_a_reloadable_checkpoint(ray_session
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "model_summary.txt"} <= artifacts
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
-    assert plots == {f"plots/{n}.png" for n in ("loss_curves", "accuracy_curves", "update_ratios", "activation_histograms")}
-    ratios = [k for k in run.data.metrics if k.startswith("update_ratio/")]
+    assert plots == {f"plots/{n}.png" for n in ("loss_curves", "accuracy_curves", "update_ratios", "activation_histograms", "confusion_matrix")}
+    assert {"samples/augmented.png"} == {a.path for a in client.list_artifacts(run.info.run_id, "samples")}
+    assert "confusion_matrix.csv" in artifacts
+    ratios = [k for k in run.data.metrics if k.startswith("diag/update_ratio/")]
     assert ratios and all(0 < run.data.metrics[k] < 1 for k in ratios)
-    assert any(k.startswith("act/") and k.endswith("/mean") for k in run.data.metrics)
+    assert any(k.startswith("diag/act/") and k.endswith("/mean") for k in run.data.metrics)
 
     # The checkpoint reloads and predicts exactly like the model MLflow logged.
     import mlflow.pytorch

@@ -217,3 +217,10 @@ def test_scoped_tracking_uri_restores_the_users_variable(monkeypatch, tmp_path):
     with scoped_tracking_uri(f"sqlite:///{tmp_path / 'x.db'}"):
         pass
     assert "MLFLOW_TRACKING_URI" not in os.environ
+
+
+def test_snapshots_follow_epoch_restarts_of_cosine_annealing(compose_train):
+    # restarts every 2 epochs: the lr falls in epochs 1–2, jumps back up for 3: a snapshot after epoch 2
+    config = plain(compose_train, ["trainer.epochs=4", "ensembling=snapshots", "scheduler=cosine_restarts", "scheduler.T_0=2", "diagnostics=off"])
+    final = run_training(config, LocalSession())
+    assert final["snapshots/count"] == 2

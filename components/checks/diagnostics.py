@@ -42,8 +42,8 @@ def update_ratio(before: torch.Tensor, after: torch.Tensor) -> float:
 
 
 class Diagnostics(Callback):
-    """Every `every_n_steps` steps: `update_ratio/<param>` (healthy near 1e-3),
-    `grad_norm/<param>`, and `act/<layer>/{mean,std,dead,saturated}` for every activation
+    """Every `every_n_steps` steps: `diag/update_ratio/<param>` (healthy near 1e-3),
+    `diag/grad_norm/<param>`, and `diag/act/<layer>/{mean,std,dead,saturated}` for every activation
     module, passed to `log(metrics, step)`. Warns when the median ratio leaves `ratio_range`
     (two decades around 1e-3 by default: "far off"). Keeps what the end-of-run plots need."""
 
@@ -83,7 +83,7 @@ class Diagnostics(Callback):
                 return
             stats = activation_stats(out, module, self.saturation)
             self.activations[name].append((self._loop.step + 1, stats))
-            self._pending.update({f"act/{name}/{k}": v for k, v in stats.items()})
+            self._pending.update({f"diag/act/{name}/{k}": v for k, v in stats.items()})
             flat = out.detach().flatten()
             pick = torch.randperm(flat.numel(), device=flat.device)[: self.histogram_samples]
             self.histograms[name] = flat[pick].float().cpu()
@@ -97,7 +97,7 @@ class Diagnostics(Callback):
             if p.requires_grad:
                 self._before[name] = p.detach().clone()
                 if p.grad is not None:
-                    self._pending[f"grad_norm/{name}"] = float(p.grad.norm())
+                    self._pending[f"diag/grad_norm/{name}"] = float(p.grad.norm())
 
     def on_step_end(self, loop: Any, step: int, loss: float | None) -> None:
         if not self.measuring(step) or not self._before:
@@ -106,7 +106,7 @@ class Diagnostics(Callback):
             if name in self._before:
                 r = update_ratio(self._before[name], p.detach())
                 self.ratios[name].append((step, r))
-                self._pending[f"update_ratio/{name}"] = r
+                self._pending[f"diag/update_ratio/{name}"] = r
         self._before.clear()
         if self.log is not None and self._pending:
             self.log(dict(self._pending), step)

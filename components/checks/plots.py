@@ -159,3 +159,52 @@ def bars(groups: dict[str, Sequence[float]], ylabel: str, path: Path, title: str
         ax.text(i, m + sd + 0.015, f"{m:.3f}", ha="center", va="bottom")
     ax.set(ylabel=ylabel, title=title, ylim=(0, 1.05))
     return _save(fig, path)
+
+
+def confusion_matrix(matrix: torch.Tensor, classes: Sequence[str], path: Path, title: str = "confusion matrix (test split)") -> Path:
+    """Rows: true class, columns: predicted; each cell the count, coloured by the row's fraction."""
+    counts = matrix.to(torch.float64)
+    rows = counts.sum(1, keepdim=True).clamp_min(1)
+    size = max(4.0, 0.45 * len(classes) + 2)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    image = ax.imshow((counts / rows).numpy(), cmap="Blues", vmin=0, vmax=1)
+    if len(classes) <= 20:
+        for i in range(len(classes)):
+            for j in range(len(classes)):
+                value = int(counts[i, j])
+                if value:
+                    ax.text(j, i, str(value), ha="center", va="center", fontsize=7,
+                            color="white" if counts[i, j] / rows[i, 0] > 0.5 else "black")
+        ax.set_xticks(range(len(classes)), classes, fontsize=7, rotation=90 if max(map(len, classes)) > 3 else 0)
+        ax.set_yticks(range(len(classes)), classes, fontsize=7)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="fraction of the true class")
+    accuracy = float(counts.diag().sum() / counts.sum().clamp_min(1))
+    ax.set(xlabel="predicted", ylabel="true", title=f"{title}: acc {accuracy:.3f}")
+    return _save(fig, path)
+
+
+def augmented_samples(original: torch.Tensor, augmented: list[torch.Tensor], labels: Sequence[str], path: Path) -> Path:
+    """Training images (top row) and `len(augmented)` augmented draws of each (rows below)."""
+    n = original.shape[0]
+    rows = 1 + len(augmented)
+    fig, axes = plt.subplots(rows, n, figsize=(1.1 * n, 1.15 * rows), squeeze=False)
+
+    def show(ax: plt.Axes, img: torch.Tensor) -> None:
+        img = img.detach().float().clamp(0, 1).cpu()
+        if img.shape[0] == 1:
+            ax.imshow(img[0].numpy(), cmap="gray", vmin=0, vmax=1)
+        else:
+            ax.imshow(img.permute(1, 2, 0).numpy())
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+    for j in range(n):
+        show(axes[0][j], original[j])
+        axes[0][j].set_title(labels[j], fontsize=7)
+        for i, batch in enumerate(augmented, start=1):
+            show(axes[i][j], batch[j])
+    axes[0][0].set_ylabel("original", fontsize=7)
+    for i in range(1, rows):
+        axes[i][0].set_ylabel(f"draw {i}", fontsize=7)
+    fig.suptitle("training images and their augmentations (what the model sees, before normalisation)", fontsize=8)
+    return _save(fig, path)

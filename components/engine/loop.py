@@ -58,6 +58,7 @@ class TrainLoop:
     scheduler_interval: str = "epoch"
     callbacks: list[Callback] = field(default_factory=list)
     frozen: list[nn.Module] = field(default_factory=list)  # kept in eval mode (fine-tuning)
+    classes: list[str] | None = None  # class names, for plots
     start_epoch: int = 1
     step: int = 0  # optimizer steps taken so far, over all epochs
 

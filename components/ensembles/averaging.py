@@ -5,16 +5,31 @@ import copy
 from typing import Any
 
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
+from torch.optim.swa_utils import AveragedModel, update_bn
 
 from components.engine.batches import batches
 from components.engine.callbacks import Callback
 
 
+def warmed_up_ema(decay: float) -> Any:
+    """AveragedModel's `multi_avg_fn`: one lerp over all parameters per step (one host read of
+    the update count, not one per parameter)."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        n = float(num_averaged)
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        torch._foreach_lerp_(averaged, current, 1.0 - d)
+
+    return update
+
+
 class WeightAveraging(Callback):
     """Keeps an average of the weights after every optimizer step.
 
-    mode `ema`: exponential moving average with `decay` (from the first step).
+    mode `ema`: exponential moving average from the first step, its decay warmed up as
+    min(`decay`, (1 + n) / (10 + n)) after n updates (a plain 0.999 over a 200-step run would keep
+    82 % of the initial random weights).
     mode `polyak`: the plain running mean (Polyak-Ruppert) of every step from `start` (a
     fraction of the training epochs, e.g. 0.5 = the second half).
 
@@ -35,7 +50,7 @@ class WeightAveraging(Callback):
         self.averaged: AveragedModel | None = None
 
     def on_fit_start(self, loop: Any) -> None:
-        fn = get_ema_multi_avg_fn(self.decay) if self.mode == "ema" else None
+        fn = warmed_up_ema(self.decay) if self.mode == "ema" else None
         self.averaged = AveragedModel(loop.module, multi_avg_fn=fn, use_buffers=False)
         self.first_epoch = 1 + int(self.start * loop.epochs)
 

@@ -70,12 +70,20 @@ def scoped_tracking_uri(uri: str) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = saved
 
 
+# MLflow 3's UI opens an experiment as a GenAI (traces) page unless told it holds model training.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
-    """The experiment's id, creating it (with `artifact_location`, for local stores) if needed."""
+    """The experiment's id, creating it (with `artifact_location`, for local stores) if needed,
+    marked as a model-training experiment so the UI opens on its runs."""
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location)
+    if exp is None:
+        return client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_KIND)
+    for key, value in EXPERIMENT_KIND.items():
+        if key not in exp.tags:
+            client.set_experiment_tag(exp.experiment_id, key, value)
+    return exp.experiment_id
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -101,6 +109,20 @@ def _git_commit(cwd: Path) -> str:
         return "unknown"
 
 
+def ray_job_submission_id() -> str | None:
+    """The Ray job's submission id when this process is a job's driver (`ray job submit`,
+    `raysitter submit`): Ray's job supervisor passes it in the driver's environment."""
+    import json
+
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not raw:
+        return None
+    try:
+        return json.loads(raw).get("metadata", {}).get("job_submission_id")
+    except (ValueError, AttributeError):
+        return None
+
+
 def environment_tags(project_dir: str | os.PathLike) -> dict[str, str]:
     """git commit, library versions and host: what a result needs to be reproduced."""
     tags = {
@@ -108,6 +130,9 @@ def environment_tags(project_dir: str | os.PathLike) -> dict[str, str]:
         "host": socket.gethostname(),
         "version.python": platform.python_version(),
     }
+    submitted = ray_job_submission_id()
+    if submitted:
+        tags["ray.job_submission_id"] = submitted
     for lib in ("raysitter", "torch", "torchvision", "ray", "mlflow", "hydra-core"):
         try:
             tags[f"version.{lib}"] = metadata.version(lib)
@@ -135,25 +160,70 @@ class MlflowEpochLogger(Callback):
 
 
 class MlflowRunPlots(Callback):
-    """At the end of training, draws the loss, accuracy (with the train/val gap), update-ratio
-    and activation-histogram plots and logs them under `plots/` in the run."""
+    """What a run page needs to answer "how did it go": augmented training samples at the start
+    (`samples/augmented.png`); at the last epoch (before the final report, which may end a Tune
+    trial) the loss and accuracy curves, update ratios, activation histograms and the test
+    confusion matrix (`plots/`, plus `confusion_matrix.csv`)."""
 
-    def __init__(self, tracking_uri: str, run_id: str, history: Any, diagnostics: Any | None) -> None:
+    def __init__(self, tracking_uri: str, run_id: str, history: Any, diagnostics: Any | None, samples: int = 8, draws: int = 3) -> None:
         self.client, self.run_id = MlflowClient(tracking_uri), run_id
         self.history, self.diagnostics = history, diagnostics
+        self.samples, self.draws = samples, draws
 
-    def on_fit_end(self, loop: Any, metrics: dict[str, float]) -> None:
+    def on_fit_start(self, loop: Any) -> None:
+        import torch
+
+        from components.checks import plots
+
+        n = min(self.samples, len(loop.train))
+        x = loop.train.x[:n]
+        x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
+        labels = [str(loop.classes[int(y)]) if getattr(loop, "classes", None) else str(int(y)) for y in loop.train.y[:n]]
+        with torch.no_grad():
+            loop.augment.train()
+            draws = [loop.augment(x.clone()) for _ in range(self.draws)]
+        with tempfile.TemporaryDirectory() as tmp:
+            path = plots.augmented_samples(x, draws, labels, Path(tmp) / "augmented.png")
+            self.client.log_artifact(self.run_id, str(path), "samples")
+
+    def on_epoch_end(self, loop: Any, epoch: int, metrics: dict[str, float]) -> None:
+        if epoch != loop.epochs or metrics.get("diverged"):
+            return
         from components.checks import plots
 
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
             paths = []
-            if self.history.epochs:
-                paths += [plots.loss_curves(self.history.epochs, out / "loss_curves.png"),
-                          plots.accuracy_curves(self.history.epochs, out / "accuracy_curves.png")]
+            epochs = self.history.epochs  # History runs before this callback: it holds this epoch too
+            paths += [plots.loss_curves(epochs, out / "loss_curves.png"), plots.accuracy_curves(epochs, out / "accuracy_curves.png")]
             if self.diagnostics is not None and self.diagnostics.ratios:
                 paths.append(plots.update_ratios(self.diagnostics.ratios, out / "update_ratios.png"))
             if self.diagnostics is not None and self.diagnostics.histograms:
                 paths.append(plots.activation_histograms(self.diagnostics.histograms, out / "activation_histograms.png"))
+            classes = [str(c) for c in getattr(loop, "classes", None) or range(int(loop.test.y.max()) + 1 if len(loop.test) else 0)]
+            if len(loop.test):
+                matrix = confusion(loop, len(classes))
+                paths.append(plots.confusion_matrix(matrix, classes, out / "confusion_matrix.png"))
+                csv_path = out / "confusion_matrix.csv"
+                csv_path.write_text("true\\predicted," + ",".join(classes) + "\n" + "".join(
+                    f"{c}," + ",".join(str(int(v)) for v in row) + "\n" for c, row in zip(classes, matrix)))
+                self.client.log_artifact(self.run_id, str(csv_path))
             for path in paths:
                 self.client.log_artifact(self.run_id, str(path), "plots")
+
+
+def confusion(loop: Any, num_classes: int) -> Any:
+    """Counts of (true, predicted) over the whole test split, on this worker alone."""
+    import torch
+
+    module = loop.module
+    module.eval()
+    matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    with torch.no_grad():
+        for start in range(0, len(loop.test), 512):
+            x = loop.test.x[start : start + 512]
+            x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
+            pred = module(loop.normalizer(x)).argmax(1).cpu()
+            true = loop.test.y[start : start + 512].cpu()
+            matrix += torch.bincount(true * num_classes + pred, minlength=num_classes * num_classes).view(num_classes, num_classes)
+    return matrix

@@ -1,0 +1,144 @@
+"""The MLflow UI in a real browser: a tiny `raysitter train` writes a store, `raysitter ui`
+serves it on 127.0.0.1, and headless Chromium (Debian's `chromium` + `chromium-driver`, driven
+by Selenium; no browser download) opens the experiment page, the run page, its metrics and its
+artifacts. `RAYSITTER_SCREENSHOTS=DIR` keeps the screenshots (the README's come from here)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+from mlflow.tracking import MlflowClient
+import pytest
+
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.slow
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+if not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("CI"):
+    pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)", allow_module_level=True)
+
+
+def start_ui(output_dir: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "raysitter"), "ui", "--port", str(port), "--output-dir", str(output_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc, url
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise RuntimeError(f"raysitter ui did not start: {proc.stdout.read()[-2000:]}")
+        time.sleep(0.5)
+
+
+class Browser:
+    """Headless Chromium with the flags this closed network needs."""
+
+    def __init__(self, shots: Path) -> None:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-dev-shm-usage",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1500,1100"):
+            options.add_argument(flag)
+        self.driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        self.shots = shots
+
+    def open(self, url: str, *texts: str, timeout: float = 60) -> str:
+        """Loads `url` and waits until the page shows every one of `texts`; returns the page text."""
+        from selenium.common.exceptions import TimeoutException
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        self.driver.get(url)
+        try:
+            WebDriverWait(self.driver, timeout).until(lambda d: all(t in d.find_element(By.TAG_NAME, "body").text for t in texts))
+        except TimeoutException:
+            body = self.driver.find_element(By.TAG_NAME, "body").text
+            missing = [t for t in texts if t not in body]
+            self.shot("failed")
+            raise AssertionError(f"{url} never showed {missing}; it shows:\n{body[:3000]}") from None
+        return self.driver.find_element(By.TAG_NAME, "body").text
+
+    def quiet(self) -> None:
+        """Closes MLflow's assistant side panel (it hides half of every page) for later pages."""
+        self.driver.execute_script("localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false')")
+        self.driver.refresh()
+
+    def search(self, placeholder: str, text: str, *expected: str, timeout: float = 60) -> str:
+        """Types `text` into the input with `placeholder` and waits for `expected`."""
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.common.keys import Keys
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        box = WebDriverWait(self.driver, timeout).until(lambda d: d.find_element(By.CSS_SELECTOR, f"input[placeholder='{placeholder}']"))
+        box.send_keys(Keys.CONTROL, "a")  # clear() does not reach React's state: replace the selection instead
+        box.send_keys(Keys.BACKSPACE, text)
+        WebDriverWait(self.driver, timeout).until(lambda d: all(t in d.find_element(By.TAG_NAME, "body").text for t in expected))
+        return self.driver.find_element(By.TAG_NAME, "body").text
+
+    def shot(self, name: str) -> Path:
+        path = self.shots / f"{name}.png"
+        self.driver.save_screenshot(str(path))
+        return path
+
+    def close(self) -> None:
+        self.driver.quit()
+
+
+def test_run_pages_show_the_run_its_metrics_and_artifacts(ray_session, output_dir, tmp_path):
+    from pipelines import train
+
+    train.main(["trainer.epochs=2", "augment=flip_crop", "optimizer.lr=0.002", "tracking.run_name=browser-test-run"], prog="raysitter train")
+    client = MlflowClient(f"sqlite:///{output_dir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("raysitter")
+    run = client.search_runs([experiment.experiment_id])[0]
+    assert run.data.tags["mlflow.note.content"].count("raysitter train") == 1  # the description holds the command
+
+    shots = Path(os.environ.get("RAYSITTER_SCREENSHOTS", tmp_path / "shots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    proc, url = start_ui(output_dir)
+    browser = Browser(shots)
+    try:
+        base = f"{url}/#/experiments/{experiment.experiment_id}"
+        browser.open(f"{base}/runs", "browser-test-run")  # the experiment's run list
+        browser.quiet()
+        browser.shot("experiment")
+        page = browser.open(f"{base}/runs/{run.info.run_id}", "browser-test-run", "Finished", "Reproduce", "raysitter train",
+                            "val/acc", "test/acc", "train/loss", "git.commit", "optimizer.lr")
+        assert "0.002" in page  # the param's value, from the resolved config
+        browser.shot("run")
+        browser.open(f"{base}/runs/{run.info.run_id}/model-metrics", "diag/act")
+        for metric in ("val/acc", "train/loss"):  # each chart, drawn from the logged history
+            browser.search("Search metric charts", metric, f"browser-test-run ({metric})")
+            browser.shot(f"metrics_{metric.replace('/', '_')}")
+        browser.open(f"{base}/runs/{run.info.run_id}/artifacts", "plots", "samples", "bundle", "config.yaml", "confusion_matrix.csv")
+        browser.shot("artifacts")
+    finally:
+        browser.close()
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert proc.returncode == 0 and "stopped" in out, out[-2000:]
+    with pytest.raises(OSError):  # the server (and its workers) are gone
+        urllib.request.urlopen(f"{url}/health", timeout=2)
