@@ -66,14 +66,19 @@ def describe(config: dict[str, Any], choices: dict[str, Any], tags: dict[str, st
             f"{choices.get('data', '?')} · {t['epochs']} epochs · {t['num_workers']} worker(s), global batch {t['batch_size']}")
     if config.get("_zoo"):
         what += f" · fine-tuned from zoo model `{config['_zoo']['ref']}` (strategy {config['_zoo']['strategy']})"
-    lines = [what, "", "Reproduce (from the commit in the tag `git.commit`):", "", f"    {tags.get('command', '')}"]
+    lines = [what]
     if metrics:
         if metrics.get("diverged"):
             outcome = f"**diverged** at epoch {int(metrics.get('epoch', 0))} (train/loss {metrics.get('train/loss')})"
         else:
             outcome = (f"val/acc **{metrics.get('val/acc', float('nan')):.4f}**, test/acc **{metrics.get('test/acc', float('nan')):.4f}**, "
                        f"train/acc {metrics.get('train/acc', float('nan')):.4f} (train − val gap {metrics.get('gap/train_val_acc', float('nan')):+.4f})")
+        for prefix in ("ema", "polyak", "snapshots"):
+            if f"{prefix}/test/acc" in metrics:
+                outcome += f"; {prefix} test/acc {metrics[f'{prefix}/test/acc']:.4f}"
         lines += ["", f"Result after {int(metrics.get('epoch', 0))} epochs in {seconds or 0:.0f} s: {outcome}."]
+    lines += ["", "Reproduce (from the commit in the tag `git.commit`):", "", f"    {tags.get('command', '')}"]
+    if metrics:
         lines += ["", "Artifacts: `plots/` (loss, accuracy, update ratios, activations, confusion matrix), "
                   "`samples/augmented.png`, `config.yaml`, `bundle/` (model zoo), `model/` (MLflow PyTorch model)."]
     return "\n".join(lines)

@@ -20,7 +20,7 @@ from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-if not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("CI"):
+if not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("RAYSITTER_REQUIRE_BROWSER"):
     pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)", allow_module_level=True)
 
 
@@ -94,6 +94,20 @@ class Browser:
         WebDriverWait(self.driver, timeout).until(lambda d: all(t in d.find_element(By.TAG_NAME, "body").text for t in expected))
         return self.driver.find_element(By.TAG_NAME, "body").text
 
+    def click(self, text: str, then_shows: str, timeout: float = 30) -> None:
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        WebDriverWait(self.driver, timeout).until(lambda d: d.find_element(By.XPATH, f"//*[text()='{text}']")).click()
+        WebDriverWait(self.driver, timeout).until(lambda d: then_shows in d.find_element(By.TAG_NAME, "body").text)
+
+    def wait_for_image(self, min_width: int = 300, timeout: float = 30) -> None:
+        """The artifact preview has drawn a fetched image (a blob: <img>, at least `min_width` wide)."""
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        script = f"return [...document.images].some(i => i.src.startsWith('blob:') && i.complete && i.naturalWidth >= {min_width})"
+        WebDriverWait(self.driver, timeout).until(lambda d: d.execute_script(script))
+
     def shot(self, name: str) -> Path:
         path = self.shots / f"{name}.png"
         self.driver.save_screenshot(str(path))
@@ -106,7 +120,7 @@ class Browser:
 def test_run_pages_show_the_run_its_metrics_and_artifacts(ray_session, output_dir, tmp_path):
     from pipelines import train
 
-    train.main(["trainer.epochs=2", "augment=flip_crop", "optimizer.lr=0.002", "tracking.run_name=browser-test-run"], prog="raysitter train")
+    train.main(["trainer.epochs=3", "augment=translate", "optimizer.lr=0.002", "tracking.run_name=browser-test-run"], prog="raysitter train")
     client = MlflowClient(f"sqlite:///{output_dir / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("raysitter")
     run = client.search_runs([experiment.experiment_id])[0]
@@ -121,7 +135,7 @@ def test_run_pages_show_the_run_its_metrics_and_artifacts(ray_session, output_di
         browser.open(f"{base}/runs", "browser-test-run")  # the experiment's run list
         browser.quiet()
         browser.shot("experiment")
-        page = browser.open(f"{base}/runs/{run.info.run_id}", "browser-test-run", "Finished", "Reproduce", "raysitter train",
+        page = browser.open(f"{base}/runs/{run.info.run_id}", "browser-test-run", "Finished", "Result after 3 epochs", "Reproduce", "raysitter train",
                             "val/acc", "test/acc", "train/loss", "git.commit", "optimizer.lr")
         assert "0.002" in page  # the param's value, from the resolved config
         browser.shot("run")
@@ -130,6 +144,9 @@ def test_run_pages_show_the_run_its_metrics_and_artifacts(ray_session, output_di
             browser.search("Search metric charts", metric, f"browser-test-run ({metric})")
             browser.shot(f"metrics_{metric.replace('/', '_')}")
         browser.open(f"{base}/runs/{run.info.run_id}/artifacts", "plots", "samples", "bundle", "config.yaml", "confusion_matrix.csv")
+        browser.click("plots", then_shows="confusion_matrix.png")
+        browser.click("confusion_matrix.png", then_shows="plots/confusion_matrix.png")
+        browser.wait_for_image()  # the preview pane draws the PNG
         browser.shot("artifacts")
     finally:
         browser.close()
