@@ -142,7 +142,7 @@ def print_summary(config: dict, trials: list[dict], best: dict, overrides: list[
         table.add_row(str(t["stage"]), t["trial_id"], *(f"{t.get(k):.3g}" if isinstance(t.get(k), float) else str(t.get(k)) for k in keys),
                       f"{value:.4f}" if isinstance(value, float) else str(value), str(t["epochs_run"]))
     console.print(table)
-    keep = [o for o in overrides if not o.split("=")[0].lstrip("+~").startswith(("search", "resume", "sweep_name", "preflight", "force", "tracking.experiment"))]
+    keep = [o for o in overrides if not o.split("=")[0].lstrip("+~").startswith(("search", "resume", "sweep_name", "preflight", "force", "tracking.experiment", "tracking.register"))]
     sets = [f"{k}={best[k]:.4g}" if isinstance(best[k], float) else f"{k}={best[k]}" for k in keys]
     epochs = s["stages"][-1]["epochs"]
     console.print(f"retrain the best:  raysitter train {' '.join(keep + sets)} trainer.epochs={epochs}", soft_wrap=True)

@@ -30,7 +30,7 @@ def trial_runs(client: MlflowClient, parent_run_id: str):
 def test_two_stage_sweep_of_ray_train_trials_nests_and_narrows(ray_session, output_dir, capsys):
     # Ray Train inside each Tune trial (the default backend); fewer trials than search=smoke
     stages = "search.stages=[{samples:2,epochs:1},{samples:1,epochs:1}]"
-    tune.main(["search=smoke", "search.trial_backend=train", stages, "sweep_name=smoke"], prog="raysitter tune")
+    tune.main(["search=smoke", "search.trial_backend=train", stages, "sweep_name=smoke", "tracking.register_as=smoke-best"], prog="raysitter tune")
     out = capsys.readouterr().out
     assert "stage 1 → 2" in out and "retrain the best:  raysitter train optimizer.lr=" in out
     client = client_for(output_dir)
@@ -46,6 +46,19 @@ def test_two_stage_sweep_of_ray_train_trials_nests_and_narrows(ray_session, outp
     state = json.loads((output_dir / "sweeps" / "smoke" / "state.json").read_text())
     lr2 = state["stages"][0]["next_space"]["optimizer.lr"]["args"]
     assert 1e-5 <= lr2[0] < lr2[1] <= 1e-1  # inside the original range (tests/test_search.py checks the narrowing)
+
+    # every finished trial logged its bundle; the best one went to the zoo (tracking.register_as)
+    assert all(any(a.path == "bundle" for a in client.list_artifacts(t.info.run_id)) for t in trials)
+    best = max(trials, key=lambda t: t.data.metrics["val/acc"])
+    (version,) = client.search_model_versions("name = 'smoke-best'")
+    assert version.run_id == best.info.run_id and "zoo          smoke-best/1" in out
+
+    # and the sweep's top two make an ensemble
+    from pipelines import ensemble
+
+    ensemble.main(["sweep=smoke", "top_k=2"], prog="raysitter ensemble")
+    (run,) = client.search_runs([client.get_experiment_by_name("raysitter-ensemble").experiment_id])
+    assert run.data.metrics["ensemble/size"] == 2 and best.info.run_id[:8] in run.data.tags["ensemble.members"]
 
 
 def test_multirun_groups_its_runs_and_prints_a_summary(ray_session, output_dir, capsys):
@@ -123,7 +136,10 @@ def test_asha_outcomes_match_the_epochs_each_trial_ran(ray_session, output_dir):
     trials = trial_runs(client, parent.info.run_id)
     assert len(trials) == 4
     for t in trials:
+        has_bundle = any(a.path == "bundle" for a in client.list_artifacts(t.info.run_id))
         if t.data.metrics["epoch"] >= 3:
             assert t.info.status == "FINISHED" and t.data.tags.get("raysitter.outcome", "completed") == "completed"
+            assert has_bundle  # logged before the last report, in which Tune ends the trial
         else:
             assert t.info.status == "KILLED" and t.data.tags["raysitter.outcome"] == "early_stopped"
+            assert not has_bundle
