@@ -12,6 +12,8 @@ PIPELINES = {
     "finetune": ("pipelines.finetune", "transfer learning from a zoo model: zoo=NAME@alias finetune.strategy=head|top|full (Hydra app)"),
     "ensemble": ("pipelines.ensemble", "average the predictions of runs, zoo models or a sweep's top-k (Hydra app)"),
     "zoo": ("pipelines.zoo", "model zoo on the MLflow registry: push RUN_ID --name N | list | pull NAME@alias"),
+    "submit": ("pipelines.submit", "run any pipeline as a Ray job on a cluster: submit [--address URL] -- train …"),
+    "jobs": ("pipelines.jobs", "a cluster's Ray jobs: list | logs ID [--follow] | stop ID"),
     "ui": ("pipelines.ui", "open the MLflow UI on the local store (127.0.0.1; Ctrl-C stops it)"),
     "server": ("pipelines.server", "an MLflow tracking server with proxied artifacts for a cluster's jobs"),
 }

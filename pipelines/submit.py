@@ -1,0 +1,135 @@
+"""`raysitter submit [--address URL] -- PIPELINE …overrides`: run any pipeline as a Ray job.
+
+    raysitter submit -- train trainer.num_workers=2
+    raysitter submit --address http://head:8265 --no-wait -- tune search=lr_wd
+
+Goes through Ray's Job Submission SDK: the project folder is shipped as the job's working dir
+(without the venv, outputs, stores and git data), the tracking URI and output folder are passed
+as environment variables, the job id is printed, its logs are streamed, and the exit status is
+the job's (0 SUCCEEDED, 1 FAILED, 130 STOPPED). Ctrl-C detaches; the job keeps running
+(`raysitter jobs stop ID` stops it). A cluster with token authentication (Ray's default) is
+reached with the token in ~/.ray/auth_token or $RAY_AUTH_TOKEN; nothing here turns it off.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from pathlib import Path
+import shlex
+import sys
+from typing import Any
+
+from components.tracking import default_tracking_uri
+from pipelines.errors import UserError, report_and_exit
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+EXCLUDES = [".venv", "venv", "outputs", "mlruns", "mlartifacts", ".git", "**/__pycache__", "*.db", "*.egg-info", ".pytest_cache", "docs/screenshots"]
+EXIT = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 130}
+
+
+def dashboard_address(given: str | None) -> str:
+    """--address, else $RAY_API_SERVER_ADDRESS / an http $RAY_ADDRESS, else the local cluster of
+    cluster/local/start.sh, else Ray's default dashboard on 127.0.0.1:8265."""
+    if given:
+        return given.rstrip("/") if given.startswith(("http://", "https://")) else f"http://{given}"
+    for candidate in (os.environ.get("RAY_API_SERVER_ADDRESS"), os.environ.get("RAY_ADDRESS")):
+        if candidate and candidate.startswith(("http://", "https://")):  # a GCS address (host:port) is not the Jobs API
+            return candidate.rstrip("/")
+    local = Path(os.environ.get("RAYSITTER_CLUSTER_DIR", "/tmp/raysitter-cluster")) / "dashboard.address"
+    if local.exists():
+        return local.read_text().strip()
+    return "http://127.0.0.1:8265"
+
+
+def client(address: str) -> Any:
+    """A JobSubmissionClient; token authentication is used whenever a token is available."""
+    from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
+    from ray.job_submission import JobSubmissionClient
+
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    try:
+        return JobSubmissionClient(address)
+    except Exception as e:  # ConnectionError, RuntimeError (auth), ValueError (bad address)
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "auth" in text.lower() or "token" in text.lower() or "401" in text or "403" in text:
+            raise UserError("--address", f"the cluster at {address} refused the request ({text}).",
+                            "it uses token authentication: copy the cluster's token to ~/.ray/auth_token or set RAY_AUTH_TOKEN "
+                            "(and RAY_AUTH_MODE=token); do not disable authentication on the cluster.") from None
+        raise UserError("--address", f"no Ray dashboard answers at {address} ({text}).",
+                        "start a cluster (cluster/local/start.sh prints its address) or pass --address http://HEAD:8265.") from None
+
+
+def job_environment(tracking_uri: str | None, output_dir: str) -> dict[str, str]:
+    out = str(Path(output_dir).resolve())
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(out)
+    env = {"MLFLOW_TRACKING_URI": uri, "RAYSITTER_OUTPUT_DIR": out, "PYTHONUNBUFFERED": "1"}
+    for key in ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "RAY_DEDUP_LOGS"):
+        if key in os.environ:
+            env[key] = os.environ[key]
+    return env
+
+
+async def follow(jobs: Any, job_id: str) -> None:
+    async for lines in jobs.tail_job_logs(job_id):
+        print(lines, end="", flush=True)
+
+
+def wait_and_report(jobs: Any, job_id: str, address: str) -> int:
+    try:
+        asyncio.run(follow(jobs, job_id))
+    except KeyboardInterrupt:
+        print(f"\nraysitter submit: detached from {job_id}; it keeps running. Stop it with: raysitter jobs stop {job_id} --address {address}",
+              file=sys.stderr, flush=True)
+        return 130
+    status = str(jobs.get_job_status(job_id)).rsplit(".", 1)[-1]
+    info = jobs.get_job_info(job_id)
+    line = f"job {job_id}: {status}" + (f" ({info.message})" if info.message and status != "SUCCEEDED" else "")
+    print(line, file=sys.stderr if status != "SUCCEEDED" else sys.stdout, flush=True)
+    return EXIT.get(status, 1)
+
+
+def parser(prog: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--address", default=None, help="the cluster's dashboard, e.g. http://127.0.0.1:8265")
+    p.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    p.add_argument("--tracking-uri", default=None, help="MLflow store for the job (default: $MLFLOW_TRACKING_URI or OUTPUT_DIR/mlflow.db)")
+    p.add_argument("--output-dir", default=os.environ.get("RAYSITTER_OUTPUT_DIR", "outputs"),
+                   help="where the job writes checkpoints (must be shared storage on a multi-node cluster)")
+    p.add_argument("--submission-id", default=None)
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- PIPELINE overrides…")
+    return p
+
+
+def main(argv: list[str] | None = None, prog: str = "raysitter submit") -> int:
+    from pipelines.cli import PIPELINES
+
+    args = parser(prog).parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    plain = {"submit", "jobs", "ui", "server", "zoo"}
+    if not command or command[0] not in set(PIPELINES) - plain:
+        report_and_exit(UserError("submit", f"needs a pipeline after `--` (got {' '.join(command) or 'nothing'}).",
+                                  f"e.g. raysitter submit -- train trainer.num_workers=2 (pipelines: {', '.join(p for p in PIPELINES if p not in plain)})."))
+    address = dashboard_address(args.address)
+    try:
+        jobs = client(address)
+    except UserError as e:
+        report_and_exit(e)
+    env = job_environment(args.tracking_uri, args.output_dir)
+    entrypoint = " ".join(shlex.quote(a) for a in ["python", "-m", "pipelines.cli", *command])
+    job_id = jobs.submit_job(
+        entrypoint=entrypoint,
+        submission_id=args.submission_id,
+        runtime_env={"working_dir": str(PROJECT_DIR), "excludes": EXCLUDES, "env_vars": env},
+        metadata={"raysitter.pipeline": command[0]},
+    )
+    print(f"submitted {job_id} to {address}: {entrypoint}", flush=True)
+    print(f"MLflow store for the job: {env['MLFLOW_TRACKING_URI']}", flush=True)
+    if args.no_wait:
+        print(f"follow it with: raysitter jobs logs {job_id} --follow --address {address}")
+        return 0
+    return wait_and_report(jobs, job_id, address)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

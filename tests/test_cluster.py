@@ -1,0 +1,97 @@
+"""A real two-node Ray cluster on 127.0.0.1 (cluster/local/start.sh), jobs submitted to it with
+`raysitter submit` and plain `ray job submit`, and `raysitter jobs`."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import subprocess
+import sys
+
+from mlflow.tracking import MlflowClient
+import pytest
+
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def local_cluster(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cluster")
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env.update(RAYSITTER_CLUSTER_DIR=str(folder), RAY_PORT=str(free_port()), DASHBOARD_PORT=str(free_port()), VENV=str(BIN.parent))
+    started = subprocess.run([str(ROOT / "cluster/local/start.sh")], env=env, capture_output=True, text=True, timeout=240)
+    assert started.returncode == 0, started.stdout + started.stderr
+    dashboard = (folder / "dashboard.address").read_text().strip()
+    assert f"dashboard:   {dashboard}" in started.stdout and dashboard.startswith("http://127.0.0.1:")
+    yield {"folder": folder, "dashboard": dashboard, "env": env}
+    stopped = subprocess.run([str(ROOT / "cluster/local/stop.sh")], env=env, capture_output=True, text=True, timeout=120)
+    assert stopped.returncode == 0, stopped.stderr
+    assert subprocess.run(["pgrep", "-f", f"{folder}/"], capture_output=True).returncode == 1  # nothing of it left
+
+
+def raysitter(args: list[str], env: dict, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "raysitter"), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def runs(output: Path, experiment: str = "raysitter") -> tuple[MlflowClient, list]:
+    client = MlflowClient(f"sqlite:///{output / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    return client, client.search_runs([exp.experiment_id]) if exp else []
+
+
+def test_cluster_has_two_nodes_with_their_own_resources(local_cluster):
+    status = subprocess.run([str(BIN / "ray"), "status", "--address", (local_cluster["folder"] / "head.address").read_text().strip()],
+                            env={**local_cluster["env"], "RAY_AUTH_MODE": "token"}, capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert "node2" in status.stdout and "head_node" in status.stdout
+    assert "/2.0 CPU" in status.stdout, status.stdout
+
+
+def test_submitted_two_worker_job_spreads_over_both_nodes_and_lands_in_mlflow(local_cluster, tmp_path):
+    out = tmp_path / "outputs"
+    env = {**local_cluster["env"], "RAYSITTER_OUTPUT_DIR": str(out)}
+    # one CPU per node and one CPU per worker: the two DDP workers cannot share a node
+    result = raysitter(["submit", "--address", local_cluster["dashboard"], "--", "train", "trainer.num_workers=2",
+                        "trainer.batch_size=64", "trainer.epochs=2", "diagnostics=off"], env, tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    job_id = result.stdout.split("submitted ", 1)[1].split()[0]
+    assert "epoch   2/2" in result.stdout and f"job {job_id}: SUCCEEDED" in result.stdout
+    client, (run,) = runs(out)
+    assert run.info.status == "FINISHED" and run.data.params["trainer.num_workers"] == "2"
+    assert run.data.tags["ray.job_submission_id"] == job_id
+    assert run.data.metrics["val/acc"] > 0.5
+
+    listed = raysitter(["jobs", "--address", local_cluster["dashboard"], "list"], env, tmp_path, timeout=120)
+    assert job_id in listed.stdout and "SUCCEEDED" in listed.stdout
+    logs = raysitter(["jobs", "--address", local_cluster["dashboard"], "logs", job_id], env, tmp_path, timeout=120)
+    assert "epoch   1/2" in logs.stdout
+
+
+def test_a_failing_job_exits_1_and_plain_ray_job_submit_works(local_cluster, tmp_path):
+    out = tmp_path / "outputs"
+    env = {**local_cluster["env"], "RAYSITTER_OUTPUT_DIR": str(out)}
+    bad = raysitter(["submit", "--address", local_cluster["dashboard"], "--", "train", "optimizer.lr=-1"], env, tmp_path)
+    assert bad.returncode == 1 and "FAILED" in bad.stderr and "optimizer.lr" in bad.stdout
+
+    # the documented plain form: ray job submit --working-dir . -- python -m pipelines.cli train …
+    plain = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", local_cluster["dashboard"], "--working-dir", str(ROOT),
+         "--runtime-env-json", '{"excludes": [".venv", "outputs", ".git", "*.db"], "env_vars": {"RAYSITTER_OUTPUT_DIR": "%s"}}' % out,
+         "--", "python", "-m", "pipelines.cli", "train", "trainer.epochs=1", "diagnostics=off"],
+        env={**env, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )
+    assert plain.returncode == 0, plain.stdout[-3000:] + plain.stderr[-3000:]
+    _, (run,) = runs(out)
+    assert run.info.status == "FINISHED"
+
+
+def test_submit_without_a_cluster_says_how_to_start_one(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+    env["RAYSITTER_CLUSTER_DIR"] = str(tmp_path / "none")
+    result = raysitter(["submit", "--address", f"http://127.0.0.1:{free_port()}", "--", "train"], env, tmp_path, timeout=120)
+    assert result.returncode == 2 and "cluster/local/start.sh" in result.stderr and "Traceback" not in result.stderr
+    nothing = raysitter(["submit", "--", "frobnicate"], env, tmp_path, timeout=120)
+    assert nothing.returncode == 2 and "pipeline" in nothing.stderr
