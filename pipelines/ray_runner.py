@@ -23,6 +23,19 @@ def ray_env(trainer: dict[str, Any]) -> dict[str, str]:
     return env
 
 
+def job_env_vars() -> dict[str, str]:
+    """The env_vars of the Ray job this driver runs in (`ray job submit`, `raysitter submit`)."""
+    import json
+
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not raw:
+        return {}
+    try:
+        return dict((json.loads(raw).get("runtime_env") or {}).get("env_vars") or {})
+    except (ValueError, AttributeError):
+        return {}
+
+
 def init_ray(trainer: dict[str, Any]) -> None:
     """Joins `trainer.address` (or RAY_ADDRESS) when set, else starts a quiet local Ray."""
     import ray
@@ -32,8 +45,12 @@ def init_ray(trainer: dict[str, Any]) -> None:
     if ray.is_initialized():
         return
     address = trainer.get("address") or None
+    # Inside a submitted job, Ray refuses a ray.init runtime_env that repeats a key of the job's
+    # own; the job's values (what `raysitter submit` set) win.
+    taken = job_env_vars()
+    own = {k: v for k, v in env.items() if k not in taken}
     kwargs: dict[str, Any] = dict(
-        runtime_env={"env_vars": env},
+        runtime_env={"env_vars": own} if own else None,
         logging_config=ray.LoggingConfig(encoding="TEXT", log_level="WARNING"),
         configure_logging=True,
         logging_level=logging.WARNING,

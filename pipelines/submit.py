@@ -63,10 +63,11 @@ def client(address: str) -> Any:
 def job_environment(tracking_uri: str | None, output_dir: str) -> dict[str, str]:
     out = str(Path(output_dir).resolve())
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(out)
+    from pipelines.ray_runner import RAY_ENV
+
     env = {"MLFLOW_TRACKING_URI": uri, "RAYSITTER_OUTPUT_DIR": out, "PYTHONUNBUFFERED": "1"}
-    for key in ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "RAY_DEDUP_LOGS"):
-        if key in os.environ:
-            env[key] = os.environ[key]
+    # raysitter's Ray settings for every process of the job (the driver's ray.init adds none then)
+    env.update({k: os.environ.get(k, v or "0.1") for k, v in RAY_ENV.items()})
     return env
 
 

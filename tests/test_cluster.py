@@ -18,8 +18,11 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
-def local_cluster(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("cluster")
+def local_cluster():
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="rsc-", dir="/tmp"))  # short: Ray's socket paths must stay under 107 bytes
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
     env.update(RAYSITTER_CLUSTER_DIR=str(folder), RAY_PORT=str(free_port()), DASHBOARD_PORT=str(free_port()), VENV=str(BIN.parent))
     started = subprocess.run([str(ROOT / "cluster/local/start.sh")], env=env, capture_output=True, text=True, timeout=240)
@@ -30,6 +33,7 @@ def local_cluster(tmp_path_factory):
     stopped = subprocess.run([str(ROOT / "cluster/local/stop.sh")], env=env, capture_output=True, text=True, timeout=120)
     assert stopped.returncode == 0, stopped.stderr
     assert subprocess.run(["pgrep", "-f", f"{folder}/"], capture_output=True).returncode == 1  # nothing of it left
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def raysitter(args: list[str], env: dict, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -43,11 +47,17 @@ def runs(output: Path, experiment: str = "raysitter") -> tuple[MlflowClient, lis
 
 
 def test_cluster_has_two_nodes_with_their_own_resources(local_cluster):
-    status = subprocess.run([str(BIN / "ray"), "status", "--address", (local_cluster["folder"] / "head.address").read_text().strip()],
-                            env={**local_cluster["env"], "RAY_AUTH_MODE": "token"}, capture_output=True, text=True, timeout=60)
+    import time
+
+    address = (local_cluster["folder"] / "head.address").read_text().strip()
+    for _ in range(20):  # the autoscaler's view lags the nodes by a few seconds
+        status = subprocess.run([str(BIN / "ray"), "status", "--address", address],
+                                env={**local_cluster["env"], "RAY_AUTH_MODE": "token"}, capture_output=True, text=True, timeout=60)
+        if "node2" in status.stdout:
+            break
+        time.sleep(1)
     assert status.returncode == 0, status.stderr
-    assert "node2" in status.stdout and "head_node" in status.stdout
-    assert "/2.0 CPU" in status.stdout, status.stdout
+    assert "node2" in status.stdout and "head_node" in status.stdout and "/2.0 CPU" in status.stdout, status.stdout
 
 
 def test_submitted_two_worker_job_spreads_over_both_nodes_and_lands_in_mlflow(local_cluster, tmp_path):
