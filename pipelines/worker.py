@@ -213,8 +213,22 @@ def run_training(config: dict[str, Any], session: Any) -> dict[str, float]:
     if resume:
         loop.load_state_dict(read_train_state(resume))
         if session.rank == 0:
-            print(f"resumed from {resume} at epoch {loop.start_epoch}", flush=True)
+            print(f"resumed from {resume} at epoch {loop.start_epoch} (restart {loop.restarts})", flush=True)
+            record_restart(config, loop)
     return loop.fit()
+
+
+def record_restart(config: dict[str, Any], loop: TrainLoop) -> None:
+    """MLflow: the metric `restarts` (step = the epoch training resumes at) and the tag
+    `raysitter.restarts`, so a run page shows that (and where) a failure was survived."""
+    run = config.get("_run", {})
+    if not run.get("run_id"):
+        return
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(run["tracking_uri"])
+    client.log_metric(run["run_id"], "restarts", loop.restarts, step=loop.start_epoch)
+    client.set_tag(run["run_id"], "raysitter.restarts", str(loop.restarts))
 
 
 def train_worker(config: dict[str, Any]) -> None:

@@ -80,6 +80,67 @@ def test_submitted_two_worker_job_spreads_over_both_nodes_and_lands_in_mlflow(lo
     assert "epoch   1/2" in logs.stdout
 
 
+def cluster_processes(folder: Path, name: str) -> list[int]:
+    """PIDs of processes below this cluster's nodes whose command line contains `name`."""
+    roots = subprocess.run(["pgrep", "-f", f"{folder}/"], capture_output=True, text=True).stdout.split()
+    seen, queue = set(), [int(p) for p in roots]
+    while queue:
+        pid = queue.pop()
+        if pid not in seen:
+            seen.add(pid)
+            queue += [int(c) for c in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()]
+    found = []
+    for pid in seen:
+        try:
+            if name in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
+def test_a_worker_killed_mid_run_is_restarted_and_training_finishes(local_cluster, tmp_path):
+    import re
+    import signal
+    import sqlite3
+    import time
+
+    out = tmp_path / "outputs"
+    env = {**local_cluster["env"], "RAYSITTER_OUTPUT_DIR": str(out)}
+    epochs = 30
+    submitted = raysitter(["submit", "--address", local_cluster["dashboard"], "--no-wait", "--submission-id", "killme", "--", "train",
+                           "trainer.num_workers=2", "trainer.batch_size=64", f"trainer.epochs={epochs}", "trainer.max_failures=1",
+                           "diagnostics=off"], env, tmp_path)
+    assert submitted.returncode == 0, submitted.stderr
+
+    def logged_epoch() -> int:
+        try:
+            with sqlite3.connect(f"file:{out / 'mlflow.db'}?mode=ro", uri=True) as db:  # read-only: no migration race
+                return int(db.execute("select max(step) from metrics where key = 'epoch'").fetchone()[0] or 0)
+        except (sqlite3.Error, TypeError):
+            return 0
+
+    deadline = time.time() + 300
+    while logged_epoch() < 3 and time.time() < deadline:
+        time.sleep(0.5)
+    at_kill = logged_epoch()
+    victims = cluster_processes(local_cluster["folder"], "RayTrainWorker")
+    assert len(victims) == 2 and 3 <= at_kill < epochs
+    os.kill(victims[-1], signal.SIGKILL)
+
+    logs = raysitter(["jobs", "--address", local_cluster["dashboard"], "logs", "killme", "--follow"], env, tmp_path)
+    resumed = re.search(r"resumed from \S+ at epoch (\d+) \(restart 1\)", logs.stdout)
+    assert resumed, logs.stdout[-3000:]
+    assert int(resumed.group(1)) >= at_kill  # at most the epoch in progress was lost
+    assert f"epoch  {epochs}/{epochs}" in logs.stdout
+    client, (run,) = runs(out)
+    assert run.info.status == "FINISHED" and run.data.tags["raysitter.restarts"] == "1"
+    assert run.data.metrics["restarts"] == 1 and run.data.metrics["epoch"] == epochs
+    steps = {m.step for m in client.get_metric_history(run.info.run_id, "val/acc")}
+    assert steps == set(range(1, epochs + 1))  # every epoch is in the history
+    assert run.data.metrics["val/acc"] > 0.95  # an uninterrupted run of this length: ≈ 0.97
+
+
 def test_a_failing_job_exits_1_and_plain_ray_job_submit_works(local_cluster, tmp_path):
     out = tmp_path / "outputs"
     env = {**local_cluster["env"], "RAYSITTER_OUTPUT_DIR": str(out)}

@@ -61,6 +61,7 @@ class TrainLoop:
     classes: list[str] | None = None  # class names, for plots
     start_epoch: int = 1
     step: int = 0  # optimizer steps taken so far, over all epochs
+    restarts: int = 0  # times this run resumed from a checkpoint (worker or node failures)
 
     def __post_init__(self) -> None:
         self.hooks = CallbackList(self.callbacks)
@@ -162,6 +163,7 @@ class TrainLoop:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "torch_rng": torch.get_rng_state(),
+            "restarts": self.restarts,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -170,3 +172,4 @@ class TrainLoop:
             self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         self.start_epoch, self.step = state["epoch"] + 1, state["step"]
+        self.restarts = int(state.get("restarts", 0)) + 1  # this load is one more restart
