@@ -8,7 +8,7 @@ PIPELINES = {
     "train": ("pipelines.train", "train a model on Ray Train, tracked in MLflow (Hydra app)"),
     "check": ("pipelines.check", "preflight checks: initial loss, regularisation, overfit a tiny subset, lr range test"),
     "tune": ("pipelines.tune", "Ray Tune random search in log space, coarse → fine, nested MLflow runs"),
-    "study": ("pipelines.study", "run a named study from conf/study/ (e.g. init)"),
+    "study": ("pipelines.study", "run a named study from conf/study/ (init, random_vs_grid, transfer)"),
     "finetune": ("pipelines.finetune", "transfer learning from a zoo model: zoo=NAME@alias finetune.strategy=head|top|full (Hydra app)"),
     "ensemble": ("pipelines.ensemble", "average the predictions of runs, zoo models or a sweep's top-k (Hydra app)"),
     "zoo": ("pipelines.zoo", "model zoo on the MLflow registry: push RUN_ID --name N | list | pull NAME@alias"),
