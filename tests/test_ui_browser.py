@@ -10,13 +10,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 
 from mlflow.tracking import MlflowClient
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for_health
 
 pytestmark = pytest.mark.slow
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -32,18 +31,8 @@ def start_ui(output_dir: Path) -> tuple[subprocess.Popen, str]:
         env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc, url
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            raise RuntimeError(f"raysitter ui did not start: {proc.stdout.read()[-2000:]}")
-        time.sleep(0.5)
+    wait_for_health(url, proc, lambda: proc.stdout.read(), "raysitter ui")
+    return proc, url
 
 
 class Browser:

@@ -6,6 +6,8 @@ config, preprocessing statistics, class names, metrics).
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 import json
 import os
 from pathlib import Path
@@ -32,22 +34,30 @@ def write_checkpoint(
 ) -> Path:
     """Writes into a temporary sibling folder, then renames it to `directory`, so a reader
     never sees a half-written checkpoint. An existing `directory` is replaced."""
-    target = Path(directory)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_directory(directory) as tmp:
         weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(weights, tmp / WEIGHTS)
         if train_state is not None:
             torch.save(train_state, tmp / STATE)
         (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+    return Path(directory)
+
+
+@contextmanager
+def atomic_directory(directory: str | os.PathLike) -> Iterator[Path]:
+    """Yields a temporary sibling folder to fill; on success it replaces `directory` in one
+    rename, on any error it is removed and `directory` stays as it was."""
+    target = Path(directory)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield tmp
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return target
 
 
 def read_meta(directory: str | os.PathLike) -> dict[str, Any]:

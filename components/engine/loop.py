@@ -21,7 +21,7 @@ from components.engine.callbacks import Callback, CallbackList
 from components.preprocess import Normalizer
 
 
-def _to_float(x: torch.Tensor) -> torch.Tensor:
+def to_float(x: torch.Tensor) -> torch.Tensor:
     return x.float().div_(255.0) if x.dtype == torch.uint8 else x
 
 
@@ -86,7 +86,7 @@ class TrainLoop:
         total_loss = correct = count = 0.0
         start = time.perf_counter()
         for xb, yb in batches(self.train.x, self.train.y, index.to(self.device), self.batch_size):
-            xb = self.normalizer(self.augment(_to_float(xb)))
+            xb = self.normalizer(self.augment(to_float(xb)))
             outputs: dict[str, torch.Tensor] = {}
 
             def closure() -> torch.Tensor:
@@ -127,7 +127,7 @@ class TrainLoop:
         index = shard_indices(len(split), self.rank, self.world_size).to(self.device)
         total_loss = correct = 0.0
         for xb, yb in batches(split.x, split.y, index, max(self.batch_size, 256)):
-            logits = forward(_to_float(xb)) if forward is not None else module(self.normalizer(_to_float(xb)))
+            logits = forward(to_float(xb)) if forward is not None else module(self.normalizer(to_float(xb)))
             total_loss += float(F.cross_entropy(logits, yb, reduction="sum"))
             correct += float((logits.argmax(1) == yb).sum())
         loss_sum, correct_sum, n_sum = _all_reduce_sum([total_loss, correct, float(len(index))], self.device)

@@ -9,6 +9,7 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 
 from components.engine.batches import batches
 from components.engine.callbacks import Callback
+from components.engine.loop import to_float
 
 
 def warmed_up_ema(decay: float) -> Any:
@@ -68,7 +69,7 @@ class WeightAveraging(Callback):
         model = self.averaged.module
         # Batch-norm running statistics: recomputed for the averaged weights (every rank uses
         # the whole training split, so every rank's averaged model is the same).
-        inputs = (loop.normalizer(x.float().div(255.0) if x.dtype == torch.uint8 else x)
+        inputs = (loop.normalizer(to_float(x))
                   for x, _ in batches(loop.train.x, loop.train.y, torch.arange(len(loop.train), device=loop.device), max(loop.batch_size, 256)))
         update_bn(inputs, model, device=loop.device)
         for split, name in ((loop.val, "val"), (loop.test, "test")):

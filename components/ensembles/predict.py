@@ -30,11 +30,11 @@ class EnsembleForward:
 @torch.no_grad()
 def evaluate_forward(forward: Callable[[torch.Tensor], torch.Tensor], split: Split, batch_size: int = 512) -> dict[str, float]:
     """Accuracy and mean cross-entropy of `forward` (raw images in 0..1 → logits) on `split`."""
-    from components.engine.loop import _to_float
+    from components.engine.loop import to_float
 
     loss = correct = 0.0
     for start in range(0, len(split), batch_size):
-        x, y = _to_float(split.x[start : start + batch_size]), split.y[start : start + batch_size]
+        x, y = to_float(split.x[start : start + batch_size]), split.y[start : start + batch_size]
         logits = forward(x)
         loss += float(F.cross_entropy(logits, y, reduction="sum"))
         correct += float((logits.argmax(1) == y).sum())

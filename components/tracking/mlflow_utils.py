@@ -174,10 +174,10 @@ class MlflowRunPlots(Callback):
         import torch
 
         from components.checks import plots
+        from components.engine.loop import to_float
 
         n = min(self.samples, len(loop.train))
-        x = loop.train.x[:n]
-        x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
+        x = to_float(loop.train.x[:n])
         labels = [str(loop.classes[int(y)]) if getattr(loop, "classes", None) else str(int(y)) for y in loop.train.y[:n]]
         with torch.no_grad():
             loop.augment.train()
@@ -216,14 +216,14 @@ def confusion(loop: Any, num_classes: int) -> Any:
     """Counts of (true, predicted) over the whole test split, on this worker alone."""
     import torch
 
+    from components.engine.loop import to_float
+
     module = loop.module
     module.eval()
     matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     with torch.no_grad():
         for start in range(0, len(loop.test), 512):
-            x = loop.test.x[start : start + 512]
-            x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
-            pred = module(loop.normalizer(x)).argmax(1).cpu()
+            pred = module(loop.normalizer(to_float(loop.test.x[start : start + 512]))).argmax(1).cpu()
             true = loop.test.y[start : start + 512].cpu()
             matrix += torch.bincount(true * num_classes + pred, minlength=num_classes * num_classes).view(num_classes, num_classes)
     return matrix

@@ -14,14 +14,14 @@ import hashlib
 import json
 import os
 from pathlib import Path
-import shutil
-import tempfile
 import time
 from typing import Any
 
 import torch
 from torch import nn
 from safetensors.torch import load_file, save_file
+
+from components.engine.checkpoint import atomic_directory
 
 FORMAT = "raysitter-bundle/1"
 WEIGHTS, INFO, MANIFEST = "model.safetensors", "bundle.json", "manifest.json"
@@ -44,22 +44,13 @@ def write_bundle(directory: str | os.PathLike, weights: dict[str, torch.Tensor],
     for key in ("model", "input_shape", "classes", "preprocess"):
         if key not in info:
             raise ValueError(f"bundle info needs {key!r}")
-    target = Path(directory)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_directory(directory) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, tmp / WEIGHTS)
         full = {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info}
         (tmp / INFO).write_text(json.dumps(full, indent=2, sort_keys=True, default=str))
         files = {name: {"sha256": sha256(tmp / name), "bytes": (tmp / name).stat().st_size} for name in (WEIGHTS, INFO)}
         (tmp / MANIFEST).write_text(json.dumps({"format": FORMAT, "files": files}, indent=2, sort_keys=True))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+    return Path(directory)
 
 
 def bundle_info(meta: dict[str, Any], metrics: dict[str, float] | None = None, **source: Any) -> dict[str, Any]:
