@@ -16,7 +16,7 @@ class UserError(Exception):
 
     def paragraph(self) -> str:
         text = f"raysitter: error in `{self.key}`: {self.problem} Fix: {self.fix}"
-        return "\n".join(textwrap.wrap(text, width=100))
+        return "\n".join(textwrap.wrap(text, width=100, break_on_hyphens=False, break_long_words=False))
 
 
 def report_and_exit(error: UserError) -> None:

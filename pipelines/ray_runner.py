@@ -1,6 +1,8 @@
 """Starting (or joining) Ray and running the per-worker function under a TorchTrainer (Train V2)."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 import logging
 import os
 from pathlib import Path
@@ -59,9 +61,25 @@ def init_ray(trainer: dict[str, Any]) -> None:
     if address is None:
         kwargs["include_dashboard"] = True
         kwargs["dashboard_host"] = "127.0.0.1"
-    ray.init(address=address, **kwargs)
+    with own_sigterm_handler():
+        ray.init(address=address, **kwargs)
     for name in ("ray", "ray.train", "ray.tune", "ray.data"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@contextmanager
+def own_sigterm_handler() -> Iterator[None]:
+    """ray.init replaces the driver's SIGTERM handler with one that exits at once (status 1), so
+    the MLflow run would end FAILED, not KILLED. A handler raysitter set (`tracked_run`) goes back
+    in place; Ray's processes are still stopped by its exit hook."""
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    ours = signal.getsignal(signal.SIGTERM) if main else None
+    yield
+    if callable(ours):
+        signal.signal(signal.SIGTERM, ours)
 
 
 def make_trainer(config: dict[str, Any], run_name: str, storage_path: str | None = None, callbacks: list | None = None) -> Any:

@@ -12,9 +12,9 @@ import time
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from pipelines import validate
+from pipelines import resume, validate
 from pipelines.app import hydra_app
 from pipelines.multirun import group_tags
 from pipelines.tracking import RunTracker, tracked_run
@@ -108,39 +108,60 @@ def log_final_model(tracker: RunTracker, checkpoint_dir: str) -> None:
 
 def train(cfg: DictConfig, pipeline: str = "train", adjust: Any = None) -> dict[str, float]:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    config, net = validate.prepare(cfg, adjust)
-    tags, choices = hydra_tags(pipeline)
-    tags.update(config.pop("_tags", {}))
-    name = run_name(config, choices, pipeline, list(HydraConfig.get().overrides.task))
-    tags["mlflow.note.content"] = describe(config, choices, tags)
-    print(f"raysitter {pipeline}: {name}", flush=True)
+    overrides = list(HydraConfig.get().overrides.task)
+    if cfg.get("resume"):  # the interrupted run's own config, MLflow run and name
+        current = {"trainer": OmegaConf.to_container(cfg.trainer, resolve=True)}
+        state = resume.load(str(cfg.resume), validate.absolute(cfg.output_dir), overrides, current)
+        config, name, tags, choices = state["config"], state["name"], state["tags"], state["choices"]
+        net, resume_run_id = None, config["_run"]["run_id"]
+        print(f"raysitter {pipeline}: resuming {name} (MLflow run {resume_run_id})", flush=True)
+    else:
+        config, net = validate.prepare(cfg, adjust)
+        tags, choices = hydra_tags(pipeline)
+        tags.update(config.pop("_tags", {}))
+        name = run_name(config, choices, pipeline, overrides)
+        tags["mlflow.note.content"] = describe(config, choices, tags)
+        resume_run_id = None
+        print(f"raysitter {pipeline}: {name}", flush=True)
     started = time.perf_counter()
-    with tracked_run(config, name, tags) as tracker:
-        tracker.log_config(config)
-        tracker.log_model_summary(net)
-        config["_run"] = {"run_id": tracker.run_id, "tracking_uri": tracker.uri}
-        from pipelines import ray_runner
-
-        try:
-            result = ray_runner.fit(config, name)
-        except Exception as e:  # Ray has already shown the worker's traceback above
-            lines = [ln for ln in str(e).splitlines() if ln.strip()]
-            raise TrainingFailed(lines[-1] if lines else type(e).__name__) from e
-        # Ray Train V2 may leave Result.metrics empty when the last report had no checkpoint (a
-        # diverged run): worker 0 logged every epoch to MLflow, so read them back from there.
-        metrics = dict(result.metrics or tracker.client.get_run(tracker.run_id).data.metrics)
-        tracker.client.set_tag(tracker.run_id, "mlflow.note.content", describe(config, choices, tags, metrics, time.perf_counter() - started))
-        if metrics.get("diverged"):
-            tracker.client.set_tag(tracker.run_id, "raysitter.outcome", "diverged")
-            raise Diverged(f"diverged at epoch {int(metrics.get('epoch', 0))}: train/loss became {metrics.get('train/loss')}")
-        checkpoint = result.checkpoint.path if result.checkpoint else None
-        if checkpoint:
-            tracker.client.set_tag(tracker.run_id, "checkpoint", checkpoint)
-        if checkpoint and config["tracking"].get("log_model", True):
-            log_final_model(tracker, checkpoint)
+    try:
+        with tracked_run(config, name, tags, resume_run_id) as tracker:
+            if net is not None:
+                tracker.log_config(config)
+                tracker.log_model_summary(net)
+                config["_run"] = {"run_id": tracker.run_id, "tracking_uri": tracker.uri}
+                resume.save(config, name, tags, choices)
+            metrics, checkpoint = fit_and_log(config, name, tracker, choices, tags, started)
+    except KeyboardInterrupt:
+        raise Interrupted(name, pipeline) from None
     print_summary(metrics, tracker, checkpoint, time.perf_counter() - started)
     register(config, tracker.uri, tracker.run_id)
     return metrics
+
+
+def fit_and_log(config: dict[str, Any], name: str, tracker: RunTracker, choices: dict[str, Any], tags: dict[str, str],
+                started: float) -> tuple[dict[str, float], str | None]:
+    """Ray Train, then the run's result in MLflow: description, outcome, checkpoint, model."""
+    from pipelines import ray_runner
+
+    try:
+        result = ray_runner.fit(config, name)
+    except Exception as e:  # Ray has already shown the worker's traceback above
+        lines = [ln for ln in str(e).splitlines() if ln.strip()]
+        raise TrainingFailed(lines[-1] if lines else type(e).__name__) from e
+    # Ray Train V2 may leave Result.metrics empty when the last report had no checkpoint (a
+    # diverged run): worker 0 logged every epoch to MLflow, so read them back from there.
+    metrics = dict(result.metrics or tracker.client.get_run(tracker.run_id).data.metrics)
+    tracker.client.set_tag(tracker.run_id, "mlflow.note.content", describe(config, choices, tags, metrics, time.perf_counter() - started))
+    if metrics.get("diverged"):
+        tracker.client.set_tag(tracker.run_id, "raysitter.outcome", "diverged")
+        raise Diverged(f"diverged at epoch {int(metrics.get('epoch', 0))}: train/loss became {metrics.get('train/loss')}")
+    checkpoint = result.checkpoint.path if result.checkpoint else None
+    if checkpoint:
+        tracker.client.set_tag(tracker.run_id, "checkpoint", checkpoint)
+    if checkpoint and config["tracking"].get("log_model", True):
+        log_final_model(tracker, checkpoint)
+    return metrics, checkpoint
 
 
 def register(config: dict[str, Any], uri: str, run_id: str) -> None:
@@ -170,6 +191,14 @@ class Diverged(TrainingFailed):
     """The loss stopped being finite; the run ends FAILED with raysitter.outcome=diverged."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM: the MLflow run is KILLED, Ray Train's checkpoints stay for `resume=`."""
+
+    def __init__(self, name: str, pipeline: str) -> None:
+        super().__init__(name)
+        self.name, self.pipeline = name, pipeline
+
+
 def print_summary(m: dict[str, float], tracker: RunTracker, checkpoint: str | None, seconds: float) -> None:
     line = "─" * 72
     print(line)
@@ -197,8 +226,12 @@ def run_cli(cfg: DictConfig, pipeline: str = "train", adjust: Any = None) -> flo
     except TrainingFailed as e:
         print(f"raysitter {pipeline}: training failed: {e}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
+    except Interrupted as e:
+        print(f"raysitter {pipeline}: interrupted; the MLflow run is marked KILLED. Continue it from its last checkpoint "
+              f"with: {resume.command(e.pipeline, e.name)}", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
     except KeyboardInterrupt:
-        print(f"raysitter {pipeline}: interrupted; the MLflow run is marked KILLED", file=sys.stderr, flush=True)
+        print(f"raysitter {pipeline}: interrupted", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
     return float(metrics.get("val/acc", 0.0))
 

@@ -14,7 +14,7 @@ import torch
 
 from components.checks.diagnostics import History
 from components.engine.callbacks import Callback, ProgressPrinter
-from components.engine.checkpoint import read_train_state, load_weights, write_checkpoint
+from components.engine.checkpoint import load_weights, read_train_state, usable_checkpoint, write_checkpoint
 from components.engine.loop import TrainLoop
 from pipelines import build
 
@@ -41,7 +41,7 @@ class LocalSession:
             self.last_checkpoint = str(target)
 
     def checkpoint_to_resume(self) -> str | None:
-        return self.resume_from
+        return usable_checkpoint(self.resume_from) if self.resume_from else None
 
 
 class RaySession:
@@ -69,9 +69,16 @@ class RaySession:
         ray.train.report(metrics, checkpoint=checkpoint)
 
     def checkpoint_to_resume(self) -> str | None:
+        """Ray's latest checkpoint, or the newest readable one before it when it is corrupt.
+        Checkpoints on a filesystem this worker can list (local or shared storage) are read in
+        place; others (cloud storage) are downloaded and must read back whole."""
         if self._resume is None:
             return None
-        return self._resume.to_directory()
+        import pyarrow.fs
+
+        if isinstance(self._resume.filesystem, pyarrow.fs.LocalFileSystem) and Path(self._resume.path).is_dir():
+            return usable_checkpoint(self._resume.path)
+        return usable_checkpoint(self._resume.to_directory())
 
 
 class TuneSession(LocalSession):

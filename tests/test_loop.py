@@ -59,3 +59,27 @@ def test_truncated_checkpoint_is_rejected(compose_train, tmp_path):
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(CorruptCheckpointError, match="model.safetensors"):
         build.model_from_checkpoint(session.last_checkpoint)
+
+
+def test_a_corrupt_latest_checkpoint_is_skipped_for_the_previous_one(compose_train, tmp_path, capsys):
+    config = plain(compose_train, ["trainer.epochs=3"])
+    first = LocalSession(checkpoint_root=str(tmp_path / "ckpt"))
+    run_training(config, first)
+    latest = Path(first.last_checkpoint)  # epoch_0003, beside epoch_0001 and epoch_0002
+    state = latest / "train_state.pt"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # a half-written file
+    resumed = LocalSession(resume_from=str(latest))
+    run_training({**config, "trainer": {**config["trainer"], "epochs": 4}}, resumed)
+    out = capsys.readouterr().out
+    assert "skipping a corrupt checkpoint" in out and "train_state.pt" in out and "epoch_0002 (epoch 2)" in out
+    assert [r["epoch"] for r in resumed.reports] == [3, 4]  # epoch 3 redone from epoch 2's state
+
+
+def test_resume_refuses_when_no_checkpoint_reads_back(compose_train, tmp_path):
+    config = plain(compose_train, ["trainer.epochs=1"])
+    first = LocalSession(checkpoint_root=str(tmp_path / "ckpt"))
+    run_training(config, first)
+    weights = Path(first.last_checkpoint) / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(CorruptCheckpointError, match=r"cannot read model.safetensors.*no other readable checkpoint.*Fix: delete"):
+        run_training(config, LocalSession(resume_from=first.last_checkpoint))

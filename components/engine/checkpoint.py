@@ -84,3 +84,43 @@ def read_train_state(directory: str | os.PathLike) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CorruptCheckpointError(f"checkpoint {directory}: cannot read {STATE} ({e})") from e
+
+
+def verify_checkpoint(directory: str | os.PathLike) -> dict[str, Any]:
+    """Reads every file of a checkpoint (meta, weights, train state) without loading it into a
+    model; returns its meta. Raises CorruptCheckpointError naming the unreadable file."""
+    meta = read_meta(directory)
+    try:
+        load_file(Path(directory) / WEIGHTS)
+    except Exception as e:
+        raise CorruptCheckpointError(f"checkpoint {directory}: cannot read {WEIGHTS} ({e})") from e
+    if (Path(directory) / STATE).exists() or "epoch" in meta:
+        read_train_state(directory)
+    return meta
+
+
+def usable_checkpoint(latest: str | os.PathLike, say: Any = print) -> str:
+    """`latest` when it reads back whole; else the newest readable checkpoint beside it (the
+    ones kept by `checkpoints_to_keep`), saying which one was skipped and why. Raises
+    CorruptCheckpointError when none is readable: a corrupt checkpoint is never loaded."""
+    latest = Path(latest)
+    try:
+        verify_checkpoint(latest)
+        return str(latest)
+    except CorruptCheckpointError as e:
+        problem = str(e)
+    candidates = []
+    for sibling in latest.parent.iterdir() if latest.parent.is_dir() else []:
+        if sibling != latest and sibling.is_dir() and (sibling / META).exists():
+            try:
+                candidates.append((int(verify_checkpoint(sibling).get("epoch", 0)), str(sibling)))
+            except (CorruptCheckpointError, ValueError, TypeError):
+                continue
+    if not candidates:
+        raise CorruptCheckpointError(
+            f"{problem}; no other readable checkpoint is kept beside it, so training cannot resume. "
+            f"Fix: delete {latest.parent} to start the run over (or raise trainer.checkpoints_to_keep to keep more)."
+        )
+    epoch, path = max(candidates)
+    say(f"WARNING: skipping a corrupt checkpoint: {problem}. Resuming from the previous one, {path} (epoch {epoch}).")
+    return path

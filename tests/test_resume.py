@@ -1,0 +1,72 @@
+"""A driver interrupted with SIGTERM ends its MLflow run KILLED and `raysitter train resume=NAME`
+continues the same run from Ray Train's last checkpoint (real Ray, real processes)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+from mlflow.tracking import MlflowClient
+import pytest
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+def logged_epoch(db: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:  # read-only: no migration race
+            return int(conn.execute("select max(step) from metrics where key = 'epoch'").fetchone()[0] or 0)
+    except (sqlite3.Error, TypeError):
+        return 0
+
+
+def test_sigterm_marks_the_run_killed_and_resume_continues_it(tmp_path):
+    out = tmp_path / "outputs"
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env.update(RAYSITTER_OUTPUT_DIR=str(out), PYTHONUNBUFFERED="1")
+    epochs = 40
+    log = (tmp_path / "first.log").open("w")
+    first = subprocess.Popen([str(BIN / "raysitter"), "train", f"trainer.epochs={epochs}", "diagnostics=off"],
+                             env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 240
+    while logged_epoch(out / "mlflow.db") < 4 and time.time() < deadline and first.poll() is None:
+        time.sleep(0.2)
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=120) == 130
+    text = (tmp_path / "first.log").read_text()
+    name = re.search(r"raysitter train: (\S+)", text).group(1)
+    assert f"""raysitter train 'resume="{name}"'""" in text, text[-2000:]  # the name holds "epochs=40"
+    resume = f'resume="{name}"'
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("raysitter").experiment_id])
+    assert run.info.status == "KILLED"
+    stopped_at = logged_epoch(out / "mlflow.db")
+    assert 4 <= stopped_at < epochs
+
+    refused = subprocess.run([str(BIN / "raysitter"), "train", resume, "optimizer.lr=0.1"],
+                             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "optimizer.lr=0.1" in refused.stderr and "Traceback" not in refused.stderr
+    unknown = subprocess.run([str(BIN / "raysitter"), "train", "resume=no-such-run"],
+                             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert unknown.returncode == 2 and name in unknown.stderr.replace("\n", " ")  # the known names are offered
+
+    resumed = subprocess.run([str(BIN / "raysitter"), "train", resume],
+                             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    at = int(re.search(r"resumed from \S+ at epoch (\d+) \(restart 1\)", resumed.stdout).group(1))
+    assert stopped_at - 1 <= at <= stopped_at + 1  # at most the epoch in progress is redone
+    (again,) = client.search_runs([run.info.experiment_id])
+    assert again.info.run_id == run.info.run_id and again.info.status == "FINISHED"
+    assert again.data.metrics["epoch"] == epochs and again.data.metrics["restarts"] == 1
+    assert {m.step for m in client.get_metric_history(run.info.run_id, "val/acc")} == set(range(1, epochs + 1))
+    assert again.data.metrics["val/acc"] > 0.95
+
+    finished = subprocess.run([str(BIN / "raysitter"), "train", resume],
+                              env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 2 and "finished already" in finished.stderr
