@@ -95,7 +95,8 @@ def make_trainer(config: dict[str, Any], run_name: str, storage_path: str | None
         train_loop_config=config,
         torch_config=TorchConfig(backend="nccl" if t["use_gpu"] else "gloo"),
         scaling_config=ray.train.ScalingConfig(
-            num_workers=t["num_workers"], use_gpu=t["use_gpu"], resources_per_worker=dict(t["resources_per_worker"])
+            num_workers=t["num_workers"], use_gpu=t["use_gpu"], resources_per_worker=dict(t["resources_per_worker"]),
+            placement_strategy=t.get("placement_strategy", "PACK"),
         ),
         run_config=ray.train.RunConfig(
             name=run_name,

@@ -56,6 +56,9 @@ def check_numbers(config: dict) -> None:
         f"the global batch size must divide evenly over trainer.num_workers={t['num_workers']} workers",
         f"pick a multiple of {t['num_workers']}, e.g. trainer.batch_size={t['num_workers'] * max(1, t['batch_size'] // t['num_workers'])}.",
     )
+    strategies = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+    require(config, "trainer.placement_strategy", t.get("placement_strategy", "PACK") in strategies,
+            f"must be one of {', '.join(strategies)}", "pass e.g. trainer.placement_strategy=SPREAD (one worker per node where possible).")
     interval = config["scheduler"].get("interval", "epoch")
     require(config, "scheduler.interval", interval in ("epoch", "step"), "must be 'epoch' or 'step'", "pass scheduler.interval=epoch or scheduler.interval=step.")
     if t["num_workers"] > 1 and (build.is_full_batch(config["optimizer"]) or "LBFGS" in str(config["optimizer"].get("_target_"))):

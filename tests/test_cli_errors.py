@@ -18,6 +18,7 @@ BAD_INPUT = [
     (["trainer.epochs=0"], "trainer.epochs"),
     (["trainer.num_workers=0"], "trainer.num_workers"),
     (["trainer.num_workers=3", "trainer.batch_size=128"], "trainer.batch_size"),
+    (["trainer.placement_strategy=EVERYWHERE"], "trainer.placement_strategy"),
     (["data=cifar10", "data.root=/nonexistent/cifar"], "data.root"),
     (["data=imagefolder"], "data.root"),
     (["tracking.uri=http://127.0.0.1:9"], "tracking.uri"),

@@ -24,7 +24,8 @@ def local_cluster():
 
     folder = Path(tempfile.mkdtemp(prefix="rsc-", dir="/tmp"))  # short: Ray's socket paths must stay under 107 bytes
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
-    env.update(RAYSITTER_CLUSTER_DIR=str(folder), RAY_PORT=str(free_port()), DASHBOARD_PORT=str(free_port()), VENV=str(BIN.parent))
+    env.update(RAYSITTER_CLUSTER_DIR=str(folder), RAY_PORT=str(free_port()), DASHBOARD_PORT=str(free_port()), VENV=str(BIN.parent),
+               HEAD_CPUS="2")  # room on the head for both workers once the second node is gone
     started = subprocess.run([str(ROOT / "cluster/local/start.sh")], env=env, capture_output=True, text=True, timeout=240)
     assert started.returncode == 0, started.stdout + started.stderr
     dashboard = (folder / "dashboard.address").read_text().strip()
@@ -57,14 +58,14 @@ def test_cluster_has_two_nodes_with_their_own_resources(local_cluster):
             break
         time.sleep(1)
     assert status.returncode == 0, status.stderr
-    assert "node2" in status.stdout and "head_node" in status.stdout and "/2.0 CPU" in status.stdout, status.stdout
+    assert "node2" in status.stdout and "head_node" in status.stdout and "/3.0 CPU" in status.stdout, status.stdout
 
 
 def test_submitted_two_worker_job_spreads_over_both_nodes_and_lands_in_mlflow(local_cluster, tmp_path):
     out = tmp_path / "outputs"
     env = {**local_cluster["env"], "RAYSITTER_OUTPUT_DIR": str(out)}
-    # one CPU per node and one CPU per worker: the two DDP workers cannot share a node
     result = raysitter(["submit", "--address", local_cluster["dashboard"], "--", "train", "trainer.num_workers=2",
+                        "trainer.placement_strategy=SPREAD",
                         "trainer.batch_size=64", "trainer.epochs=2", "diagnostics=off"], env, tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     job_id = result.stdout.split("submitted ", 1)[1].split()[0]
@@ -80,9 +81,10 @@ def test_submitted_two_worker_job_spreads_over_both_nodes_and_lands_in_mlflow(lo
     assert "epoch   1/2" in logs.stdout
 
 
-def cluster_processes(folder: Path, name: str) -> list[int]:
-    """PIDs of processes below this cluster's nodes whose command line contains `name`."""
-    roots = subprocess.run(["pgrep", "-f", f"{folder}/"], capture_output=True, text=True).stdout.split()
+def cluster_processes(folder: Path, name: str, node: str = "") -> list[int]:
+    """PIDs of processes below this cluster's nodes (or one: "head", "node2") whose command line
+    contains `name`."""
+    roots = subprocess.run(["pgrep", "-f", f"{folder}/{node}"], capture_output=True, text=True).stdout.split()
     seen, queue = set(), [int(p) for p in roots]
     while queue:
         pid = queue.pop()
@@ -99,11 +101,43 @@ def cluster_processes(folder: Path, name: str) -> list[int]:
     return found
 
 
-def test_a_worker_killed_mid_run_is_restarted_and_training_finishes(local_cluster, tmp_path):
-    import re
-    import signal
+def logged_epoch(db: Path) -> int:
     import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:  # read-only: no migration race
+            return int(conn.execute("select max(step) from metrics where key = 'epoch'").fetchone()[0] or 0)
+    except (sqlite3.Error, TypeError):
+        return 0
+
+
+def wait_for_epoch(db: Path, epoch: int, timeout: float = 300) -> int:
     import time
+
+    deadline = time.time() + timeout
+    while logged_epoch(db) < epoch and time.time() < deadline:
+        time.sleep(0.5)
+    return logged_epoch(db)
+
+
+def assert_resumed_and_finished(local_cluster, env, tmp_path, out, job: str, at_failure: int, epochs: int) -> None:
+    import re
+
+    logs = raysitter(["jobs", "--address", local_cluster["dashboard"], "logs", job, "--follow"], env, tmp_path)
+    resumed = re.search(r"resumed from \S+ at epoch (\d+) \(restart 1\)", logs.stdout)
+    assert resumed, logs.stdout[-3000:]
+    assert int(resumed.group(1)) >= at_failure  # at most the epoch in progress was lost
+    assert f"epoch  {epochs}/{epochs}" in logs.stdout
+    client, (run,) = runs(out)
+    assert run.info.status == "FINISHED" and run.data.tags["raysitter.restarts"] == "1"
+    assert run.data.metrics["restarts"] == 1 and run.data.metrics["epoch"] == epochs
+    steps = {m.step for m in client.get_metric_history(run.info.run_id, "val/acc")}
+    assert steps == set(range(1, epochs + 1))  # every epoch is in the history
+    assert run.data.metrics["val/acc"] > 0.95  # an uninterrupted run of this length: ≈ 0.97
+
+
+def test_a_worker_killed_mid_run_is_restarted_and_training_finishes(local_cluster, tmp_path):
+    import signal
 
     out = tmp_path / "outputs"
     env = {**local_cluster["env"], "RAYSITTER_OUTPUT_DIR": str(out)}
@@ -113,32 +147,11 @@ def test_a_worker_killed_mid_run_is_restarted_and_training_finishes(local_cluste
                            "diagnostics=off"], env, tmp_path)
     assert submitted.returncode == 0, submitted.stderr
 
-    def logged_epoch() -> int:
-        try:
-            with sqlite3.connect(f"file:{out / 'mlflow.db'}?mode=ro", uri=True) as db:  # read-only: no migration race
-                return int(db.execute("select max(step) from metrics where key = 'epoch'").fetchone()[0] or 0)
-        except (sqlite3.Error, TypeError):
-            return 0
-
-    deadline = time.time() + 300
-    while logged_epoch() < 3 and time.time() < deadline:
-        time.sleep(0.5)
-    at_kill = logged_epoch()
+    at_kill = wait_for_epoch(out / "mlflow.db", 3)
     victims = cluster_processes(local_cluster["folder"], "RayTrainWorker")
     assert len(victims) == 2 and 3 <= at_kill < epochs
     os.kill(victims[-1], signal.SIGKILL)
-
-    logs = raysitter(["jobs", "--address", local_cluster["dashboard"], "logs", "killme", "--follow"], env, tmp_path)
-    resumed = re.search(r"resumed from \S+ at epoch (\d+) \(restart 1\)", logs.stdout)
-    assert resumed, logs.stdout[-3000:]
-    assert int(resumed.group(1)) >= at_kill  # at most the epoch in progress was lost
-    assert f"epoch  {epochs}/{epochs}" in logs.stdout
-    client, (run,) = runs(out)
-    assert run.info.status == "FINISHED" and run.data.tags["raysitter.restarts"] == "1"
-    assert run.data.metrics["restarts"] == 1 and run.data.metrics["epoch"] == epochs
-    steps = {m.step for m in client.get_metric_history(run.info.run_id, "val/acc")}
-    assert steps == set(range(1, epochs + 1))  # every epoch is in the history
-    assert run.data.metrics["val/acc"] > 0.95  # an uninterrupted run of this length: ≈ 0.97
+    assert_resumed_and_finished(local_cluster, env, tmp_path, out, "killme", at_kill, epochs)
 
 
 def test_a_failing_job_exits_1_and_plain_ray_job_submit_works(local_cluster, tmp_path):
@@ -166,3 +179,23 @@ def test_submit_without_a_cluster_says_how_to_start_one(tmp_path):
     assert result.returncode == 2 and "cluster/local/start.sh" in result.stderr and "Traceback" not in result.stderr
     nothing = raysitter(["submit", "--", "frobnicate"], env, tmp_path, timeout=120)
     assert nothing.returncode == 2 and "pipeline" in nothing.stderr
+
+
+def test_losing_the_second_node_mid_run_restarts_on_the_head_and_finishes(local_cluster, tmp_path):
+    out = tmp_path / "outputs"
+    env = {**local_cluster["env"], "RAYSITTER_OUTPUT_DIR": str(out)}
+    epochs = 30
+    submitted = raysitter(["submit", "--address", local_cluster["dashboard"], "--no-wait", "--submission-id", "lose-node", "--", "train",
+                           "trainer.num_workers=2", "trainer.placement_strategy=SPREAD", "trainer.batch_size=64",
+                           f"trainer.epochs={epochs}", "trainer.max_failures=1", "diagnostics=off"], env, tmp_path)
+    assert submitted.returncode == 0, submitted.stderr
+    at_loss = wait_for_epoch(out / "mlflow.db", 3)
+    assert 3 <= at_loss < epochs
+    assert len(cluster_processes(local_cluster["folder"], "RayTrainWorker", "node2/")) == 1  # SPREAD: one worker there
+    stopped = subprocess.run([str(ROOT / "cluster/local/stop.sh"), "node2"], env=env, capture_output=True, text=True, timeout=120)
+    assert stopped.returncode == 0 and "the head keeps running" in stopped.stdout, stopped.stderr
+    assert not subprocess.run(["pgrep", "-f", f"{local_cluster['folder']}/node2/"], capture_output=True).stdout
+    assert_resumed_and_finished(local_cluster, env, tmp_path, out, "lose-node", at_loss, epochs)
+
+    rejoined = subprocess.run([str(ROOT / "cluster/local/start.sh"), "node2"], env=env, capture_output=True, text=True, timeout=120)
+    assert rejoined.returncode == 0 and "joined" in rejoined.stdout, rejoined.stderr

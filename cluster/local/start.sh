@@ -4,6 +4,7 @@
 #
 #   cluster/local/start.sh            # prints the dashboard address and how to submit
 #   cluster/local/stop.sh             # stops these two nodes (and nothing else of Ray's)
+#   cluster/local/start.sh node2      # (re)joins the second node to the running head
 #
 # Settings (environment): RAYSITTER_CLUSTER_DIR (default /tmp/raysitter-cluster: Ray's session
 # files and logs), RAY_PORT (GCS, 6390), DASHBOARD_PORT (8266), HEAD_CPUS / NODE2_CPUS (1 / 1),
@@ -30,6 +31,30 @@ export PATH="$VENV/bin:$PATH"
 # every client) must be told to present it.
 export RAY_AUTH_MODE="${RAY_AUTH_MODE:-token}"
 export RAY_TRAIN_V2_ENABLED=1 RAY_DEDUP_LOGS=0 RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="${RAY_TRAIN_HEALTH_CHECK_INTERVAL_S:-0.1}"
+start_node2() {
+  ray start --address "127.0.0.1:$RAY_PORT" --node-ip-address 127.0.0.1 \
+    --num-cpus "${NODE2_CPUS:-1}" --resources '{"node2": 1}' \
+    --temp-dir "$DIR/node2" --disable-usage-stats \
+    --dashboard-agent-listen-port 52411 --dashboard-agent-grpc-port 52412 --runtime-env-agent-port 52413 \
+    --metrics-export-port 52414 --min-worker-port 22000 --max-worker-port 22999 >"$DIR/node2.log" 2>&1
+}
+if [ "${1:-}" = node2 ]; then
+  if [ ! -f "$DIR/head.address" ] || ! ray status --address "$(cat "$DIR/head.address")" >/dev/null 2>&1; then
+    echo "cluster/local/start.sh node2: no head running from $DIR. Fix: run cluster/local/start.sh (both nodes)." >&2
+    exit 1
+  fi
+  if pgrep -f -- "$DIR/node2/" >/dev/null; then
+    echo "cluster/local/start.sh node2: the second node is running already (stop it with cluster/local/stop.sh node2)" >&2
+    exit 1
+  fi
+  RAY_PORT="$(cut -d: -f2 "$DIR/head.address")"
+  start_node2 || { echo "cluster/local/start.sh: the second node did not join; see $DIR/node2.log" >&2; tail -20 "$DIR/node2.log" >&2; exit 1; }
+  echo "the second node (node2) joined the cluster at $(cat "$DIR/head.address")"
+  exit 0
+elif [ -n "${1:-}" ]; then
+  echo "cluster/local/start.sh: unknown argument '$1'. Fix: pass nothing (both nodes) or node2 (rejoin the second node)." >&2
+  exit 2
+fi
 if [ -f "$DIR/head.address" ] && ray status --address "$(cat "$DIR/head.address")" >/dev/null 2>&1; then
   echo "cluster/local/start.sh: a cluster is already running at $(cat "$DIR/head.address") (stop it with cluster/local/stop.sh)" >&2
   exit 1
@@ -44,11 +69,7 @@ ray start --head --node-ip-address 127.0.0.1 --port "$RAY_PORT" \
   --metrics-export-port 52404 --min-worker-port 21000 --max-worker-port 21999 --ray-client-server-port "${RAY_CLIENT_PORT:-10201}" >"$DIR/head.log" 2>&1 \
   || { echo "cluster/local/start.sh: the head node did not start; see $DIR/head.log" >&2; tail -20 "$DIR/head.log" >&2; exit 1; }
 
-ray start --address "127.0.0.1:$RAY_PORT" --node-ip-address 127.0.0.1 \
-  --num-cpus "${NODE2_CPUS:-1}" --resources '{"node2": 1}' \
-  --temp-dir "$DIR/node2" --disable-usage-stats \
-  --dashboard-agent-listen-port 52411 --dashboard-agent-grpc-port 52412 --runtime-env-agent-port 52413 \
-  --metrics-export-port 52414 --min-worker-port 22000 --max-worker-port 22999 >"$DIR/node2.log" 2>&1 \
+start_node2 \
   || { echo "cluster/local/start.sh: the second node did not join; see $DIR/node2.log" >&2; tail -20 "$DIR/node2.log" >&2; "$HERE/stop.sh"; exit 1; }
 
 echo "127.0.0.1:$RAY_PORT" > "$DIR/head.address"

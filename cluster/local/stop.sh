@@ -3,12 +3,22 @@
 # its session folder (GCS, raylets, dashboard, monitors), its Ray client server, and every
 # process below them (agents, workers, job drivers). `ray stop` would also stop every other
 # Ray instance of this user on this machine.
+#
+#   cluster/local/stop.sh          # both nodes
+#   cluster/local/stop.sh node2    # only the second node (a lost node: Ray restarts its training
+#                                  # workers elsewhere); cluster/local/start.sh node2 brings it back
 set -uo pipefail
 DIR="${RAYSITTER_CLUSTER_DIR:-/tmp/raysitter-cluster}"
+WHICH="${1:-all}"
+case "$WHICH" in all|node2) ;; *) echo "cluster/local/stop.sh: unknown argument '$WHICH'. Fix: pass nothing (both nodes) or node2." >&2; exit 2 ;; esac
 port=""
 [ -f "$DIR/head.address" ] && port="$(cut -d: -f2 "$DIR/head.address")"
 
 roots() {
+  if [ "$WHICH" = node2 ]; then
+    pgrep -f -- "$DIR/node2/"
+    return 0
+  fi
   pgrep -f -- "$DIR/(head|node2)/"
   [ -n "$port" ] && pgrep -f -- "ray.util.client.server --address=[^ ]*:$port "
 }
@@ -20,7 +30,10 @@ tree() {  # the given pids and all their descendants
   done
 }
 pids="$(tree $(roots) | sort -u | tr '\n' ' ')"
-if [ -z "${pids// /}" ]; then
+if [ "$WHICH" = node2 ] && [ -z "${pids// /}" ]; then
+  echo "cluster/local/stop.sh: no second node running from $DIR"
+  exit 0
+elif [ -z "${pids// /}" ]; then
   echo "cluster/local/stop.sh: no cluster running from $DIR"
   rm -f "$DIR/head.address" "$DIR/dashboard.address"
   exit 0
@@ -33,5 +46,9 @@ for _ in $(seq 1 30); do
   sleep 0.5
 done
 [ -n "${alive:-}" ] && kill -KILL $alive 2>/dev/null
+if [ "$WHICH" = node2 ]; then
+  echo "stopped the second node of the local cluster ($DIR); the head keeps running"
+  exit 0
+fi
 rm -f "$DIR/head.address" "$DIR/dashboard.address"
 echo "stopped the local cluster ($DIR)"
