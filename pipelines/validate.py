@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +69,12 @@ def check_numbers(config: dict) -> None:
             "re-evaluates the loss a data-dependent number of times; DDP workers would fall out of step.",
             "pass trainer.num_workers=1 with this optimizer (L-BFGS suits small, full-batch problems), or choose a first-order optimizer.",
         )
+    require(config, "trainer.precision", t.get("precision", "fp32") in ("fp32", "bf16"), "must be fp32 or bf16", "pass trainer.precision=bf16 (GPU) or fp32.")
     if t["use_gpu"] and not t.get("address") and not torch.cuda.is_available():
-        raise UserError("trainer.use_gpu", "is true but this machine has no CUDA GPU and no Ray cluster is given.", "pass trainer.use_gpu=false, or trainer.address=HOST:PORT of a cluster with GPUs.")
+        print("raysitter: trainer.use_gpu=true but this machine has no CUDA GPU (and no trainer.address of a cluster "
+              "with GPUs was given): running on the CPU instead, with gloo; bf16 and channels_last apply only on a GPU, "
+              "so results equal a CPU run's.", file=sys.stderr, flush=True)
+        t["use_gpu"] = False
 
 
 def check_data(config: dict) -> tuple[tuple[int, ...], int]:

@@ -184,6 +184,8 @@ def run_training(config: dict[str, Any], session: Any) -> dict[str, float]:
         lr_scales = transfer.lr_scales(model, zoo["lr_scale"])
     if resume:
         load_weights(model, resume)
+    if trainer.get("compile"):
+        model = torch.compile(model)
     model = session.prepare(model)
     optimizer = build.optimizer(config["optimizer"], model, lr_scales)
     scheduler, interval = build.scheduler(config["scheduler"], optimizer)
@@ -216,6 +218,8 @@ def run_training(config: dict[str, Any], session: Any) -> dict[str, float]:
         callbacks=callbacks,
         frozen=frozen,
         classes=splits.classes,
+        precision=trainer.get("precision", "fp32"),
+        channels_last=bool(trainer.get("channels_last", False)),
     )
     if resume:
         loop.load_state_dict(read_train_state(resume))

@@ -25,9 +25,10 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
     return x.float().div_(255.0) if x.dtype == torch.uint8 else x
 
 
-def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
-    """Sums per-worker totals over all workers (a no-op without torch.distributed)."""
-    t = torch.tensor(values, dtype=torch.float64, device=device)
+def _all_reduce_sum(values: list[torch.Tensor | float], device: torch.device) -> list[float]:
+    """Sums per-worker totals (device scalars or numbers) over all workers (a no-op without
+    torch.distributed): one stack, one all-reduce, one copy to the host."""
+    t = torch.stack([torch.as_tensor(v, device=device).to(torch.float64) for v in values])
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(t)
     return t.tolist()
@@ -62,6 +63,9 @@ class TrainLoop:
     start_epoch: int = 1
     step: int = 0  # optimizer steps taken so far, over all epochs
     restarts: int = 0  # times this run resumed from a checkpoint (worker or node failures)
+    # The GPU fast path (trainer=gpu); on a CPU device both are ignored, so results do not change.
+    precision: str = "fp32"  # "bf16": forward and loss under bfloat16 autocast
+    channels_last: bool = False  # NHWC images and conv weights (tensor cores prefer them)
 
     def __post_init__(self) -> None:
         self.hooks = CallbackList(self.callbacks)
@@ -69,9 +73,27 @@ class TrainLoop:
         self.module = getattr(self.model, "module", self.model)
         self.epoch = self.start_epoch
         self.exported_weights = "trained"  # or what replaced them at the end (e.g. "ema")
+        cuda = self.device.type == "cuda"
+        self.autocast_dtype = torch.bfloat16 if cuda and self.precision == "bf16" else None
+        self.memory_format = torch.channels_last if cuda and self.channels_last else None
+        if self.memory_format is not None:
+            self.model.to(memory_format=self.memory_format)
+        # Device-resident data: each split is copied once (still uint8 where it was), then shuffled,
+        # batched and augmented on the device; pinned host memory makes the copy asynchronous.
         self.train, self.val, self.test = (
-            Split(s.x.to(self.device), s.y.to(self.device)) for s in (self.train, self.val, self.test)
+            Split(self._to_device(s.x), self._to_device(s.y)) for s in (self.train, self.val, self.test)
         )
+
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda" and t.device.type == "cpu":
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t.to(self.device)
+
+    def _inputs(self, xb: torch.Tensor) -> torch.Tensor:
+        return xb.contiguous(memory_format=self.memory_format) if self.memory_format is not None and xb.dim() == 4 else xb
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None)
 
     @property
     def lr(self) -> float:
@@ -83,16 +105,20 @@ class TrainLoop:
         for module in self.frozen:  # frozen layers keep their batch-norm statistics too
             module.eval()
         index = shard_indices(len(self.train), self.rank, self.world_size, shuffle_seed=self.seed * 100_003 + epoch)
-        total_loss = correct = count = 0.0
+        # Running sums stay on the device: no host synchronisation per step, one all-reduce per epoch.
+        total_loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        count = 0
         start = time.perf_counter()
         for xb, yb in batches(self.train.x, self.train.y, index.to(self.device), self.batch_size):
-            xb = self.normalizer(self.augment(to_float(xb)))
+            xb = self._inputs(self.normalizer(self.augment(to_float(xb))))
             outputs: dict[str, torch.Tensor] = {}
 
             def closure() -> torch.Tensor:
                 self.optimizer.zero_grad(set_to_none=True)
-                logits = self.model(xb)
-                loss = F.cross_entropy(logits, yb)
+                with self._autocast():
+                    logits = self.model(xb)
+                    loss = F.cross_entropy(logits, yb)
                 loss.backward()
                 self.hooks.on_after_backward(self, self.step + 1)
                 outputs["logits"], outputs["loss"] = logits, loss
@@ -108,8 +134,8 @@ class TrainLoop:
                 correct += (outputs["logits"].argmax(1) == yb).sum()
                 count += n
             self.hooks.on_step_end(self, self.step, None)
+        loss_sum, correct_sum, n_sum = _all_reduce_sum([total_loss, correct, count], self.device)  # the epoch's one sync
         seconds = time.perf_counter() - start
-        loss_sum, correct_sum, n_sum = _all_reduce_sum([float(total_loss), float(correct), count], self.device)
         return {
             "train/loss": loss_sum / max(n_sum, 1),
             "train/acc": correct_sum / max(n_sum, 1),
@@ -125,12 +151,14 @@ class TrainLoop:
         module = module if module is not None else self.module
         module.eval()
         index = shard_indices(len(split), self.rank, self.world_size).to(self.device)
-        total_loss = correct = 0.0
+        total_loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
         for xb, yb in batches(split.x, split.y, index, max(self.batch_size, 256)):
-            logits = forward(to_float(xb)) if forward is not None else module(self.normalizer(to_float(xb)))
-            total_loss += float(F.cross_entropy(logits, yb, reduction="sum"))
-            correct += float((logits.argmax(1) == yb).sum())
-        loss_sum, correct_sum, n_sum = _all_reduce_sum([total_loss, correct, float(len(index))], self.device)
+            with self._autocast():
+                logits = forward(to_float(xb)) if forward is not None else module(self._inputs(self.normalizer(to_float(xb))))
+            total_loss += F.cross_entropy(logits.float(), yb, reduction="sum")
+            correct += (logits.argmax(1) == yb).sum()
+        loss_sum, correct_sum, n_sum = _all_reduce_sum([total_loss, correct, len(index)], self.device)
         return {f"{prefix}/loss": loss_sum / max(n_sum, 1), f"{prefix}/acc": correct_sum / max(n_sum, 1)}
 
     def fit(self) -> dict[str, float]:

@@ -1,0 +1,53 @@
+"""Shared by the benchmarks: the machine line, a plain table, composing raysitter's config."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import platform
+import sys
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+BIN = Path(sys.executable).parent
+
+
+def machine() -> str:
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(no rows)"
+    keys = list(rows[0])
+    cells = [[fmt(r.get(k, "")) for k in keys] for r in rows]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    line = lambda values: "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths)))  # noqa: E731
+    return "\n".join([line(keys), line(["-" * w for w in widths]), *(line(c) for c in cells)])
+
+
+def fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:,.3f}" if abs(v) < 100 else f"{v:,.0f}"
+    return str(v)
+
+
+def compose(overrides: list[str], config_name: str = "train") -> dict[str, Any]:
+    """raysitter's resolved config for these overrides (as the CLI composes it)."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from pipelines.app import CONF_DIR, rewrite_group_overrides
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose(config_name=config_name, overrides=rewrite_group_overrides(overrides))
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def clean_env(output_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env.update(RAYSITTER_OUTPUT_DIR=str(output_dir), PYTHONUNBUFFERED="1")
+    return env

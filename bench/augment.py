@@ -1,0 +1,106 @@
+"""Batched on-device augmentation vs torchvision's per-image PIL pipeline in a DataLoader.
+
+The same operations on CIFAR-shaped uint8 images (3×32×32): horizontal flip, random crop after
+4-pixel padding, rotation up to ±15°, colour jitter (brightness, contrast, saturation 0.4, hue
+0.1), ending in a float batch. raysitter augments a whole batch at once with tensor ops (on the
+GPU when there is one); torchvision decodes nothing here (images are in memory) but still works
+one PIL image at a time, in DataLoader worker processes.
+
+    python bench/augment.py [--images 8192] [--batch-size 256]
+
+Last line: `ratio: X` = raysitter images/s ÷ the faster torchvision configuration (target ≥ 10 on CPU).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import torch
+
+from _common import compose, machine, table
+
+
+def raysitter_rate(images: torch.Tensor, batch_size: int, device: torch.device, threads: int) -> float:
+    from components.engine.loop import to_float
+    from pipelines import build
+
+    torch.set_num_threads(threads)
+    augment = build.augment(compose(["augment=flip_crop"])["augment"]).to(device)
+    rotate_jitter = [build.augment(compose([f"augment={name}"])["augment"]).to(device) for name in ("rotate", "color_jitter")]
+    x = images.to(device)
+
+    def epoch() -> None:
+        for i in range(0, len(x), batch_size):
+            xb = augment(to_float(x[i : i + batch_size]))
+            for op in rotate_jitter:
+                xb = op(xb)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    epoch()  # warm-up
+    start = time.perf_counter()
+    epoch()
+    return len(x) / (time.perf_counter() - start)
+
+
+class PilDataset(torch.utils.data.Dataset):
+    def __init__(self, images: np.ndarray) -> None:
+        from torchvision import transforms as T
+
+        self.images = images  # N×32×32×3 uint8
+        self.transform = T.Compose([
+            T.RandomHorizontalFlip(), T.RandomCrop(32, padding=4), T.RandomRotation(15),
+            T.ColorJitter(0.4, 0.4, 0.4, 0.1), T.ToTensor(),
+        ])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[i]))
+
+
+def torchvision_rate(images: np.ndarray, batch_size: int, workers: int) -> float:
+    torch.set_num_threads(1)
+    loader = torch.utils.data.DataLoader(PilDataset(images), batch_size=batch_size, shuffle=True, num_workers=workers,
+                                         persistent_workers=workers > 0)
+    for _ in loader:  # warm-up (starts the workers)
+        break
+    start = time.perf_counter()
+    n = sum(len(b) for b in loader)
+    return n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=8192)
+    parser.add_argument("--batch-size", type=int, default=256)
+    args = parser.parse_args()
+    print(f"machine: {machine()}", flush=True)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(args.images, 32, 32, 3), dtype=np.uint8)
+    cores = os.cpu_count() or 1
+    rows = []
+    for workers in sorted({0, cores}):
+        rows.append({"pipeline": f"torchvision PIL, DataLoader num_workers={workers}", "device": "cpu",
+                     "images/s": torchvision_rate(images, args.batch_size, workers)})
+    baseline = max(r["images/s"] for r in rows)
+    tensors = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    best_cpu = 0.0
+    for device in devices:
+        rate = raysitter_rate(tensors, args.batch_size, device, cores)
+        best_cpu = rate if device.type == "cpu" else best_cpu
+        rows.append({"pipeline": f"raysitter batched ({cores} threads)", "device": device.type, "images/s": rate})
+    for r in rows:
+        r["vs torchvision"] = r["images/s"] / baseline
+    print(table(rows))
+    print(f"ratio: {best_cpu / baseline:.2f}")
+
+
+if __name__ == "__main__":
+    main()

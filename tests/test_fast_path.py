@@ -1,0 +1,39 @@
+"""The GPU fast path (trainer=gpu) on a machine without a GPU: a clear message, a CPU run, and
+the same results as trainer=default. And the loop's device-resident data path."""
+from __future__ import annotations
+
+from omegaconf import OmegaConf
+import pytest
+import torch
+
+from pipelines import validate
+from pipelines.worker import LocalSession, run_training
+
+pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU fallback")
+
+
+def test_trainer_gpu_falls_back_to_the_cpu_with_a_message(compose_train, output_dir, capsys):
+    config, _ = validate.prepare(compose_train(["trainer=gpu"]))
+    err = capsys.readouterr().err
+    assert "no CUDA GPU" in err and "running on the CPU" in err
+    t = config["trainer"]
+    assert t["use_gpu"] is False and t["precision"] == "bf16" and t["channels_last"] is True and t["batch_size"] == 512
+
+
+def test_trainer_gpu_gives_the_same_results_as_default_on_cpu(compose_train):
+    def run(trainer: str) -> list[dict]:
+        config = OmegaConf.to_container(compose_train([f"trainer={trainer}", "trainer.epochs=2", "trainer.batch_size=64",
+                                                       "model=convnet", "model.channels=[4]", "model.hidden=[16]",
+                                                       "trainer.use_gpu=false", "diagnostics=off"]), resolve=True)
+        session = LocalSession()
+        run_training(config, session)
+        return session.reports
+
+    fast, default = run("gpu"), run("default")
+    for a, b in zip(fast, default):
+        assert {k: v for k, v in a.items() if "_s" not in k} == {k: v for k, v in b.items() if "_s" not in k}
+
+
+def test_bad_precision_is_refused(compose_train, output_dir):
+    with pytest.raises(validate.UserError, match="trainer.precision"):
+        validate.prepare(compose_train(["trainer.precision=fp8"]))
