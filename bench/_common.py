@@ -12,6 +12,21 @@ sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).parent
 
 
+def arguments(doc: str, flags: tuple[str, ...] = (), **numbers: int) -> Any:
+    """The benchmark's options (`--name N` for each number, `--flag` for each flag) parsed from
+    the command line, after printing the machine line every result table starts with."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    for name, default in numbers.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=default)
+    for flag in flags:
+        parser.add_argument(f"--{flag}", action="store_true")
+    args = parser.parse_args()
+    print(f"machine: {machine()}", flush=True)
+    return args
+
+
 def machine() -> str:
     import torch
 
@@ -51,3 +66,27 @@ def clean_env(output_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
     env.update(RAYSITTER_OUTPUT_DIR=str(output_dir), PYTHONUNBUFFERED="1")
     return env
+
+
+def cli_run(overrides: list[str], timeout: int = 1800) -> tuple[list[float], float]:
+    """`raysitter train OVERRIDES` as a user runs it, in a fresh output folder. Returns the
+    seconds between consecutive epoch ends (from MLflow's metric timestamps, so everything a
+    real epoch costs is in them) and the startup seconds (CLI start to the first training step)."""
+    import subprocess
+    import tempfile
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "outputs"
+        started = time.time()
+        proc = subprocess.run([str(BIN / "raysitter"), "train", *overrides], env=clean_env(out), cwd=tmp,
+                              capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise SystemExit(f"raysitter train failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+        client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+        (run,) = client.search_runs([client.get_experiment_by_name("raysitter").experiment_id])
+        stamps = sorted((m.step, m.timestamp / 1000) for m in client.get_metric_history(run.info.run_id, "epoch"))
+        first_epoch_s = client.get_metric_history(run.info.run_id, "train/epoch_s")[0].value
+    return [b[1] - a[1] for a, b in zip(stamps, stamps[1:])], stamps[0][1] - first_epoch_s - started

@@ -12,14 +12,13 @@ Last line: `ratio: X` = raysitter images/s ÷ the faster torchvision configurati
 """
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
 import numpy as np
 import torch
 
-from _common import compose, machine, table
+from _common import arguments, compose, table
 
 
 def raysitter_rate(images: torch.Tensor, batch_size: int, device: torch.device, threads: int) -> float:
@@ -76,11 +75,7 @@ def torchvision_rate(images: np.ndarray, batch_size: int, workers: int) -> float
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=8192)
-    parser.add_argument("--batch-size", type=int, default=256)
-    args = parser.parse_args()
-    print(f"machine: {machine()}", flush=True)
+    args = arguments(__doc__, images=8192, batch_size=256)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(args.images, 32, 32, 3), dtype=np.uint8)
     cores = os.cpu_count() or 1

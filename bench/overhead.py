@@ -20,17 +20,14 @@ Last line: `ratio: X` = plain epoch time / raysitter epoch time (1.0 = free; tar
 """
 from __future__ import annotations
 
-import argparse
 import statistics
-import subprocess
 import tempfile
 import time
-from pathlib import Path
 
-from _common import BIN, clean_env, compose, machine, table
+from _common import arguments, cli_run, compose, table
 
 
-def overrides(args: argparse.Namespace) -> list[str]:
+def overrides(args) -> list[str]:
     return ["data=synthetic", f"data.num_samples={args.samples}", "model=convnet", "model.channels=[16,32]", "model.hidden=[64]",
             f"trainer.epochs={args.epochs}", f"trainer.batch_size={args.batch_size}", "diagnostics=off", "augment=none"]
 
@@ -87,25 +84,6 @@ def in_process(config: dict) -> list[float]:
     return [b - a for a, b in zip([start, *stamps], stamps)]
 
 
-def cli_run(args: argparse.Namespace) -> tuple[list[float], float]:
-    """`raysitter train` as a user runs it; epoch times from MLflow, startup to the first step."""
-    from mlflow.tracking import MlflowClient
-
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "outputs"
-        started = time.time()
-        proc = subprocess.run([str(BIN / "raysitter"), "train", *overrides(args)], env=clean_env(out), cwd=tmp,
-                              capture_output=True, text=True, timeout=1800)
-        if proc.returncode != 0:
-            raise SystemExit(f"raysitter train failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-        client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
-        (run,) = client.search_runs([client.get_experiment_by_name("raysitter").experiment_id])
-        stamps = sorted((m.step, m.timestamp / 1000) for m in client.get_metric_history(run.info.run_id, "epoch"))
-        first_epoch_s = client.get_metric_history(run.info.run_id, "train/epoch_s")[0].value
-    times = [b[1] - a[1] for a, b in zip(stamps, stamps[1:])]
-    return times, stamps[0][1] - first_epoch_s - started
-
-
 def steady(times: list[float]) -> float:
     """The median of the epochs after the first (warm-up) and before the last (the test pass)."""
     middle = times[1:-1] or times
@@ -113,19 +91,14 @@ def steady(times: list[float]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--samples", type=int, default=8000)
-    parser.add_argument("--batch-size", type=int, default=128)
-    args = parser.parse_args()
-    print(f"machine: {machine()}", flush=True)
+    args = arguments(__doc__, epochs=6, samples=8000, batch_size=128)
     config = compose(overrides(args))
     n_train = int(args.samples * 0.7)
     # The baseline runs before and after the others and is averaged: on a small, shared machine the
     # speed drifts over minutes, and bracketing cancels most of it.
     plain_before = steady(plain_loop(config, args.epochs))
     inproc = steady(in_process(config)[:-1])  # its last report also holds the test pass
-    cli, startup = cli_run(args)
+    cli, startup = cli_run(overrides(args))
     ours = statistics.median(cli[:-1] or cli)  # gaps between epoch ends: epochs 2..E-1 (the last adds the test pass)
     plain_after = steady(plain_loop(config, args.epochs))
     plain = (plain_before + plain_after) / 2

@@ -42,9 +42,10 @@ def run_probes(config: dict[str, Any], range_test: bool = True) -> dict[str, Any
     torch.set_num_threads(max(1, int(config["trainer"]["resources_per_worker"].get("CPU", 1))))
     plain = unregularised(config)
     splits = build.load_splits(config["data"], seed)
-    normalizer = build.normalizer(config["preprocess"], splits.train.as_float())
-    pick = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(seed))
-    x_all, y_all = normalizer(splits.train.as_float()[pick]), splits.train.y[pick]
+    train = splits.train.sample()  # images read from files: a seeded subset, read once
+    normalizer = build.normalizer(config["preprocess"], train.as_float())
+    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    x_all, y_all = normalizer(train.as_float()[pick]), train.y[pick]
     x, y = x_all[: c["examples"]], y_all[: c["examples"]]
 
     def make_model(node: dict = plain) -> torch.nn.Module:

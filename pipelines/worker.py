@@ -172,7 +172,7 @@ def run_training(config: dict[str, Any], session: Any) -> dict[str, float]:
         pretrained, info = pretrained_bundle(zoo)
         normalizer = Normalizer.from_dict(info["preprocess"])
     else:
-        normalizer = build.normalizer(config["preprocess"], splits.train.as_float())
+        normalizer = build.normalizer(config["preprocess"], splits.train.sample().as_float())
     seed_everything(seed)  # identical initial weights on every rank
     model = build.model(config["model"], splits.input_shape, splits.num_classes, config.get("init"))
     resume = session.checkpoint_to_resume()
@@ -184,9 +184,11 @@ def run_training(config: dict[str, Any], session: Any) -> dict[str, float]:
         lr_scales = transfer.lr_scales(model, zoo["lr_scale"])
     if resume:
         load_weights(model, resume)
-    if trainer.get("compile"):
-        model = torch.compile(model)
+    if trainer.get("channels_last") and session.device.type == "cuda":  # before DDP wraps the parameters
+        model = model.to(memory_format=torch.channels_last)
     model = session.prepare(model)
+    if trainer.get("compile"):  # after DDP, as PyTorch recommends (its optimizer splits graphs at buckets)
+        model = torch.compile(model)
     optimizer = build.optimizer(config["optimizer"], model, lr_scales)
     scheduler, interval = build.scheduler(config["scheduler"], optimizer)
     seed_everything(seed + session.rank)  # different shuffles/augmentations/dropout per rank

@@ -73,3 +73,32 @@ def test_per_channel_differs_from_per_dataset_on_colour_images():
     per_channel = ZeroCenter("per_channel").fit(x)
     per_dataset = ZeroCenter("per_dataset").fit(x)
     assert len(set(per_channel.mean.tolist())) == 3 and len(set(per_dataset.mean.tolist())) == 1
+
+
+def test_imagefolder_streamed_from_files_trains_exactly_like_in_memory(compose_train, fake_imagefolder):
+    """in_memory=false decodes each batch in DataLoader worker processes; the images, their
+    order and so every metric are the same as with the folder held in memory."""
+    from omegaconf import OmegaConf
+
+    from components.data.files import ImageFiles
+    from pipelines import build
+    from pipelines.worker import LocalSession, run_training
+
+    def run(in_memory: bool) -> list[dict]:
+        config = OmegaConf.to_container(compose_train([
+            "data=imagefolder", f"data.root={fake_imagefolder}", "data.image_size=[8,8]", f"data.in_memory={in_memory}",
+            "trainer.epochs=2", "trainer.batch_size=4", "augment=flip_crop", "diagnostics=off"]), resolve=True)
+        session = LocalSession()
+        run_training(config, session)
+        return [{k: v for k, v in r.items() if not k.endswith("_s")} for r in session.reports]
+
+    streamed = build.load_splits(compose_train(["data=imagefolder", f"data.root={fake_imagefolder}", "data.in_memory=false"]).data, 0)
+    assert isinstance(streamed.train.x, ImageFiles) and streamed.input_shape == (3, 32, 32)
+    assert run(False) == run(True)
+
+
+def test_image_files_read_on_demand(fake_imagefolder):
+    files = ImageFolderSource(str(fake_imagefolder), image_size=(8, 8), in_memory=False, loader_workers=0).load(seed=0)
+    held = ImageFolderSource(str(fake_imagefolder), image_size=(8, 8)).load(seed=0)
+    assert torch.equal(files.train.x[2:5], held.train.x[2:5]) and torch.equal(files.test.x[torch.tensor([1, 0])], held.test.x[torch.tensor([1, 0])])
+    assert torch.equal(files.train.sample().x, held.train.x) and files.train.x.shape == held.train.x.shape

@@ -14,7 +14,7 @@ class DataNotFoundError(FileNotFoundError):
 class Split:
     """Images `x` (N×C×H×W; uint8 in 0..255 or float32 in 0..1) and labels `y` (N, int64)."""
 
-    x: torch.Tensor
+    x: torch.Tensor  # or ImageFiles: images read from their files on demand
     y: torch.Tensor
 
     def __post_init__(self) -> None:
@@ -27,10 +27,21 @@ class Split:
         return len(self.y)
 
     def subset(self, index: torch.Tensor) -> Split:
-        return Split(self.x[index], self.y[index])
+        x = self.x.subset(index) if hasattr(self.x, "stream") else self.x[index]  # files stay unread
+        return Split(x, self.y[index])
+
+    def sample(self, limit: int = 4096, seed: int = 0) -> Split:
+        """In memory: the split itself. Read from files: a seeded subset of at most `limit`
+        images, read into memory (what preprocessing statistics and probes are computed on)."""
+        if not hasattr(self.x, "stream"):
+            return self
+        pick = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
+        return Split(self.x[pick], self.y[pick])
 
     def as_float(self) -> torch.Tensor:
-        """Images as float32 in 0..1 (uint8 is divided by 255)."""
+        """Images as float32 in 0..1 (uint8 is divided by 255); images in files are read."""
+        if hasattr(self.x, "stream"):
+            return self.x[:].float().div_(255.0)
         if self.x.dtype == torch.uint8:
             return self.x.float().div_(255.0)
         return self.x.float()

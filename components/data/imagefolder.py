@@ -1,4 +1,5 @@
-"""A user's class-per-folder images (`root/<class>/<image>`), resized and held in memory."""
+"""A user's class-per-folder images (`root/<class>/<image>`), resized; held in memory, or read
+from their files batch by batch when they do not fit (`in_memory=False`)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -8,11 +9,14 @@ import torch
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
+from components.data.files import ImageFiles
 from components.data.base import check_fractions, DataNotFoundError, Splits, split_arrays
 
 
 class ImageFolderSource:
-    """Images are resized to `image_size` (height, width) and converted to `channels` (1 or 3)."""
+    """Images are resized to `image_size` (height, width) and converted to `channels` (1 or 3).
+    `in_memory=False` keeps only the file list: each batch is decoded by `loader_workers`
+    DataLoader processes while the model trains on the previous one."""
 
     def __init__(
         self,
@@ -21,6 +25,8 @@ class ImageFolderSource:
         channels: int = 3,
         val_fraction: float = 0.15,
         test_fraction: float = 0.15,
+        in_memory: bool = True,
+        loader_workers: int = 2,
     ) -> None:
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
@@ -38,6 +44,9 @@ class ImageFolderSource:
         self.image_size, self.channels = tuple(image_size), channels
         check_fractions(val_fraction, test_fraction)
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        if loader_workers < 0:
+            raise ValueError(f"loader_workers must be ≥ 0, got {loader_workers}")
+        self.in_memory, self.loader_workers = in_memory, loader_workers
 
     def describe(self) -> tuple[tuple[int, int, int], int]:
         """(input shape, number of classes) from the folder names, without reading images."""
@@ -55,6 +64,9 @@ class ImageFolderSource:
         folder = ImageFolder(str(self.root), transform=transform)
         if len(folder) == 0:
             raise DataNotFoundError(f"image folder {self.root} holds no readable images")
-        x = torch.stack([img for img, _ in folder])
         y = torch.as_tensor(folder.targets, dtype=torch.int64)
+        if not self.in_memory:
+            files = ImageFiles([path for path, _ in folder.samples], transform, (self.channels, *self.image_size), self.loader_workers)
+            return split_arrays(files, y, list(folder.classes), self.val_fraction, self.test_fraction, seed)
+        x = torch.stack([img for img, _ in folder])
         return split_arrays(x, y, list(folder.classes), self.val_fraction, self.test_fraction, seed)

@@ -23,7 +23,12 @@ def shard_indices(n: int, rank: int, world_size: int, shuffle_seed: int | None =
 def batches(
     x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, batch_size: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Mini-batches of (x, y) in the order of `index`; the last one may be smaller."""
-    for start in range(0, len(index), batch_size):
-        i = index[start : start + batch_size]
+    """Mini-batches of (x, y) in the order of `index`; the last one may be smaller. Images read
+    from files (`ImageFiles`) are streamed through a DataLoader onto y's device."""
+    chunks = [index[start : start + batch_size] for start in range(0, len(index), batch_size)]
+    if hasattr(x, "stream"):
+        for i, xb in zip(chunks, x.stream([c.cpu() for c in chunks], y.device)):
+            yield xb, y[i]
+        return
+    for i in chunks:
         yield x[i], y[i]

@@ -65,19 +65,19 @@ class TrainLoop:
     restarts: int = 0  # times this run resumed from a checkpoint (worker or node failures)
     # The GPU fast path (trainer=gpu); on a CPU device both are ignored, so results do not change.
     precision: str = "fp32"  # "bf16": forward and loss under bfloat16 autocast
-    channels_last: bool = False  # NHWC images and conv weights (tensor cores prefer them)
+    channels_last: bool = False  # NHWC input images (the model's weights are converted before DDP)
 
     def __post_init__(self) -> None:
         self.hooks = CallbackList(self.callbacks)
-        # The underlying module (DDP keeps it in .module): evaluation and checkpoints use it.
-        self.module = getattr(self.model, "module", self.model)
+        # The underlying module (torch.compile keeps it in ._orig_mod, DDP in .module): evaluation
+        # and checkpoints use it.
+        inner = getattr(self.model, "_orig_mod", self.model)
+        self.module = getattr(inner, "module", inner)
         self.epoch = self.start_epoch
         self.exported_weights = "trained"  # or what replaced them at the end (e.g. "ema")
         cuda = self.device.type == "cuda"
         self.autocast_dtype = torch.bfloat16 if cuda and self.precision == "bf16" else None
-        self.memory_format = torch.channels_last if cuda and self.channels_last else None
-        if self.memory_format is not None:
-            self.model.to(memory_format=self.memory_format)
+        self.memory_format = torch.channels_last if cuda and self.channels_last else None  # for the inputs
         # Device-resident data: each split is copied once (still uint8 where it was), then shuffled,
         # batched and augmented on the device; pinned host memory makes the copy asynchronous.
         self.train, self.val, self.test = (
@@ -106,7 +106,7 @@ class TrainLoop:
             module.eval()
         index = shard_indices(len(self.train), self.rank, self.world_size, shuffle_seed=self.seed * 100_003 + epoch)
         # Running sums stay on the device: no host synchronisation per step, one all-reduce per epoch.
-        total_loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        total_loss = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         count = 0
         start = time.perf_counter()
@@ -130,8 +130,8 @@ class TrainLoop:
                 self.scheduler.step()
             with torch.no_grad():
                 n = len(yb)
-                total_loss += outputs["loss"].detach() * n
-                correct += (outputs["logits"].argmax(1) == yb).sum()
+                total_loss.add_(outputs["loss"].detach().float(), alpha=n)
+                correct.add_((outputs["logits"].argmax(1) == yb).sum())
                 count += n
             self.hooks.on_step_end(self, self.step, None)
         loss_sum, correct_sum, n_sum = _all_reduce_sum([total_loss, correct, count], self.device)  # the epoch's one sync
