@@ -37,8 +37,12 @@ def sweep(scheduler: str, args) -> dict:
         client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
         runs = client.search_runs([client.get_experiment_by_name("raysitter-tune").experiment_id])
         trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
-        durations = [(r.info.end_time - r.info.start_time) / 1000 for r in trials]
-        wall = (max(r.info.end_time for r in trials) - min(r.info.start_time for r in trials)) / 1000
+        # a trial's own time: from its MLflow run's start to its last epoch (an early-stopped run
+        # is closed a little later, when Tune stops it)
+        ends = {r.info.run_id: max((m.timestamp for m in client.get_metric_history(r.info.run_id, "epoch")), default=r.info.start_time)
+                for r in trials}
+        durations = [(ends[r.info.run_id] - r.info.start_time) / 1000 for r in trials]
+        wall = (max(ends.values()) - min(r.info.start_time for r in trials)) / 1000
         epochs = sum(int(r.data.metrics.get("epoch", 0)) for r in trials)
         best = max(r.data.metrics.get("val/acc", 0.0) for r in trials)
     ideal = sum(durations) / args.concurrent

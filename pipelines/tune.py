@@ -69,7 +69,10 @@ def run_stage(config: dict, space: dict[str, Dist], stage: int, state: dict, tra
         tuner = tune.Tuner(
             trainable,
             param_space=to_tune(space, s["method"], s["grid_points"]),
-            tune_config=tune.TuneConfig(metric=s["metric"], mode=s["mode"], num_samples=samples, scheduler=scheduler, max_concurrent_trials=s["max_concurrent"]),
+            # `function` trials run in the Tune actor itself: reusing the actors saves each trial a
+            # process start and the torch import (the loop seeds everything it uses per trial)
+            tune_config=tune.TuneConfig(metric=s["metric"], mode=s["mode"], num_samples=samples, scheduler=scheduler,
+                                        max_concurrent_trials=s["max_concurrent"], reuse_actors=base["_sweep"]["backend"] == "function"),
             run_config=tune.RunConfig(name=stage_name, storage_path=storage, verbose=0),
         )
     console.print(f"[bold]stage {stage}[/]: {spec['samples'] if s['method'] == 'random' else 'grid'} trials × {spec['epochs']} epochs over {describe(space)}")
