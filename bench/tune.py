@@ -2,7 +2,8 @@
 
 One random-search stage of N trials over the learning rate and L2 strength (log space), E
 epochs each, `max_concurrent` trials at a time, single-worker trials (`trial_backend=function`),
-run twice: without early stopping and with ASHA (grace 1 epoch, keep the top half per rung).
+run twice: without early stopping and with ASHA (grace `--grace` epochs, keep the top half per
+rung).
 From the MLflow trial runs:
 
 - wall vs ideal: the sweep's trial phase (first trial start → last trial end) against the sum
@@ -10,7 +11,7 @@ From the MLflow trial runs:
 - compute: epochs trained by all trials, and the best val/acc reached (ASHA target: ≥ 3× less
   compute at ≤ 0.5 points of accuracy lost).
 
-    python bench/tune.py [--trials 16] [--epochs 16]
+    python bench/tune.py [--trials 16] [--epochs 16] [--concurrent 2] [--grace 1]
 
 Last line: `ratio: X` = compute without early stopping ÷ compute with ASHA.
 """
@@ -30,7 +31,8 @@ def sweep(scheduler: str, args) -> dict:
         out = Path(tmp) / "outputs"
         cmd = [str(BIN / "raysitter"), "tune", "preflight=false", f"sweep_name=bench-{scheduler}", "seed=0",
                f"search.stages=[{{samples:{args.trials},epochs:{args.epochs}}}]", f"search.scheduler={scheduler}",
-               "search.trial_backend=function", f"search.max_concurrent={args.concurrent}", "diagnostics=off"]
+               "search.trial_backend=function", f"search.max_concurrent={args.concurrent}", f"search.grace_period={args.grace}",
+               "diagnostics=off"]
         proc = subprocess.run(cmd, env=clean_env(out), cwd=tmp, capture_output=True, text=True, timeout=3600)
         if proc.returncode != 0:
             raise SystemExit(f"raysitter tune failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
@@ -51,7 +53,7 @@ def sweep(scheduler: str, args) -> dict:
 
 
 def main() -> None:
-    args = arguments(__doc__, trials=16, epochs=16, concurrent=2)
+    args = arguments(__doc__, trials=16, epochs=16, concurrent=2, grace=1)
     rows = [sweep("none", args), sweep("asha", args)]
     full, asha = rows
     print(table(rows))

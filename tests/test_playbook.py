@@ -167,3 +167,27 @@ def test_a_mixed_combination_trains_in_process(compose_train):
     session = LocalSession()
     final = run_training(config, session)
     assert math.isfinite(final["train/loss"]) and final["val/acc"] > 0.2
+
+
+def test_color_jitter_in_one_pass_equals_the_four_steps_in_turn():
+    """The fused matrix equals brightness → contrast → saturation → hue applied one by one
+    (same random draws, in that order)."""
+    torch.manual_seed(1)
+    x = torch.rand(8, 3, 6, 6)
+    op = ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)
+    torch.manual_seed(2)
+    fused = op(x)
+    torch.manual_seed(2)
+    n = len(x)
+    b, k, s = (torch.empty(n, 1, 1, 1).uniform_(0.6, 1.4) for _ in range(3))
+    angle = torch.empty(n).uniform_(-0.1, 0.1) * 2 * math.pi
+    y = x * b
+    mean = y.mean(dim=(1, 2, 3), keepdim=True)
+    y = (y - mean) * k + mean
+    gray = (y * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    y = (y - gray) * s + gray
+    yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+    rot = torch.zeros(n, 3, 3)
+    rot[:, 0, 0], rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = 1, angle.cos(), -angle.sin(), angle.sin(), angle.cos()
+    y = torch.einsum("nij,njhw->nihw", torch.linalg.inv(yiq) @ rot @ yiq, y).clamp(0, 1)
+    assert torch.allclose(fused, y, atol=1e-5)

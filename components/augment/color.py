@@ -27,25 +27,34 @@ class ColorJitter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c = x.shape[:2]
         dev = x.device
-        if self.brightness:
-            x = x * _factor(n, self.brightness, dev)
-        if self.contrast:
-            mean = x.mean(dim=(1, 2, 3), keepdim=True)
-            x = (x - mean) * _factor(n, self.contrast, dev) + mean
-        if c == 3 and self.saturation:
-            gray = (x * _RGB_TO_YIQ[0].to(dev).view(1, 3, 1, 1)).sum(1, keepdim=True)
-            x = (x - gray) * _factor(n, self.saturation, dev) + gray
-        if c == 3 and self.hue:
-            x = self._rotate_hue(x)
-        return x.clamp(0, 1)
+        one = torch.ones(n, 1, 1, 1, device=dev)
+        b = _factor(n, self.brightness, dev) if self.brightness else one
+        k = _factor(n, self.contrast, dev) if self.contrast else one
+        if c != 3 or not (self.saturation or self.hue):
+            # x·b, then contrast about the image mean: k·b·x + (1 − k)·b·mean(x)
+            return (x * (k * b) + (1 - k) * b * x.mean(dim=(1, 2, 3), keepdim=True)).clamp(0, 1)
+        # RGB: brightness, contrast, saturation and hue are all linear in the pixel, so they fold
+        # into one 3×3 matrix and one offset per image, applied in a single pass over the pixels.
+        eye = torch.eye(3, device=dev, dtype=x.dtype).expand(n, 3, 3)
+        matrix = eye
+        if self.saturation:  # lerp towards the luma: s·I + (1 − s)·1·wᵀ
+            s = _factor(n, self.saturation, dev).view(n, 1, 1)
+            luma = _RGB_TO_YIQ[0].to(dev, x.dtype).expand(n, 3, 3)
+            matrix = s * eye + (1 - s) * luma
+        if self.hue:
+            matrix = self._hue_matrix(n, dev, x.dtype) @ matrix
+        scale = (k * b).view(n, 1, 1) * matrix
+        offset = ((1 - k) * b).view(n, 1) * (matrix @ torch.ones(n, 3, 1, device=dev, dtype=x.dtype)).view(n, 3)
+        mean = x.mean(dim=(1, 2, 3))
+        out = torch.einsum("nij,njhw->nihw", scale, x) + (offset * mean.view(n, 1)).view(n, 3, 1, 1)
+        return out.clamp_(0, 1)
 
-    def _rotate_hue(self, x: torch.Tensor) -> torch.Tensor:
-        n, dev = x.shape[0], x.device
-        to_yiq = _RGB_TO_YIQ.to(dev, x.dtype)
+    def _hue_matrix(self, n: int, dev: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """Per image: rotate the chroma plane (I, Q of YIQ) by up to ±hue of a full turn."""
+        to_yiq = _RGB_TO_YIQ.to(dev, dtype)
         angle = torch.empty(n, device=dev).uniform_(-self.hue, self.hue) * 2 * math.pi
-        cos, sin = torch.cos(angle), torch.sin(angle)
-        rot = torch.zeros(n, 3, 3, device=dev, dtype=x.dtype)
+        cos, sin = torch.cos(angle).to(dtype), torch.sin(angle).to(dtype)
+        rot = torch.zeros(n, 3, 3, device=dev, dtype=dtype)
         rot[:, 0, 0] = 1
         rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
-        matrix = torch.linalg.inv(to_yiq) @ rot @ to_yiq  # (n, 3, 3) on RGB
-        return torch.einsum("nij,njhw->nihw", matrix, x)
+        return torch.linalg.inv(to_yiq) @ rot @ to_yiq  # (n, 3, 3) on RGB
