@@ -2,8 +2,8 @@
 
 One random-search stage of N trials over the learning rate and L2 strength (log space), E
 epochs each, `max_concurrent` trials at a time, single-worker trials (`trial_backend=function`),
-run twice: without early stopping and with ASHA (grace `--grace` epochs, keep the top half per
-rung).
+run twice on the same seeded configurations: without early stopping and with ASHA (grace
+`--grace` epochs, keep the top 1/`--reduction` at each rung).
 From the MLflow trial runs:
 
 - wall vs ideal: the sweep's trial phase (first trial start → last trial end) against the sum
@@ -11,7 +11,7 @@ From the MLflow trial runs:
 - compute: epochs trained by all trials, and the best val/acc reached (ASHA target: ≥ 3× less
   compute at ≤ 0.5 points of accuracy lost).
 
-    python bench/tune.py [--trials 16] [--epochs 16] [--concurrent 2] [--grace 1]
+    python bench/tune.py [--trials 32] [--epochs 16] [--concurrent 2] [--grace 1] [--reduction 2]
 
 Last line: `ratio: X` = compute without early stopping ÷ compute with ASHA.
 """
@@ -32,6 +32,7 @@ def sweep(scheduler: str, args) -> dict:
         cmd = [str(BIN / "raysitter"), "tune", "preflight=false", f"sweep_name=bench-{scheduler}", "seed=0",
                f"search.stages=[{{samples:{args.trials},epochs:{args.epochs}}}]", f"search.scheduler={scheduler}",
                "search.trial_backend=function", f"search.max_concurrent={args.concurrent}", f"search.grace_period={args.grace}",
+               f"search.reduction_factor={args.reduction}",
                "diagnostics=off"]
         proc = subprocess.run(cmd, env=clean_env(out), cwd=tmp, capture_output=True, text=True, timeout=3600)
         if proc.returncode != 0:
@@ -53,7 +54,7 @@ def sweep(scheduler: str, args) -> dict:
 
 
 def main() -> None:
-    args = arguments(__doc__, trials=16, epochs=16, concurrent=2, grace=1)
+    args = arguments(__doc__, trials=32, epochs=16, concurrent=2, grace=1, reduction=2)
     rows = [sweep("none", args), sweep("asha", args)]
     full, asha = rows
     print(table(rows))

@@ -42,6 +42,7 @@ def run_stage(config: dict, space: dict[str, Dist], stage: int, state: dict, tra
     """One stage as one Tuner; returns a dict per trial (its values, last metrics, epochs run)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
 
     s = config["search"]
     spec = s["stages"][stage - 1]
@@ -71,8 +72,12 @@ def run_stage(config: dict, space: dict[str, Dist], stage: int, state: dict, tra
             param_space=to_tune(space, s["method"], s["grid_points"]),
             # `function` trials run in the Tune actor itself: reusing the actors saves each trial a
             # process start and the torch import (the loop seeds everything it uses per trial)
+            # seeded sampling: the same seed and stage draw the same configurations (so a sweep with
+            # and one without ASHA compare like for like)
             tune_config=tune.TuneConfig(metric=s["metric"], mode=s["mode"], num_samples=samples, scheduler=scheduler,
-                                        max_concurrent_trials=s["max_concurrent"], reuse_actors=base["_sweep"]["backend"] == "function"),
+                                        search_alg=BasicVariantGenerator(random_state=config["seed"] * 1000 + stage),
+                                        max_concurrent_trials=s["max_concurrent"],
+                                        reuse_actors=base["_sweep"]["backend"] == "function"),
             run_config=tune.RunConfig(name=stage_name, storage_path=storage, verbose=0),
         )
     console.print(f"[bold]stage {stage}[/]: {spec['samples'] if s['method'] == 'random' else 'grid'} trials × {spec['epochs']} epochs over {describe(space)}")
