@@ -57,9 +57,11 @@ def load(name: str, output_dir: str, overrides: list[str], current: dict[str, An
                         f"leave those out (only {', '.join(RESUME_OVERRIDES[1:])} may change on resume), or start a new run with them.")
     state = read_state(path)
     config = state["config"]
-    for key in RESUME_OVERRIDES[1:]:
+    given = {o.lstrip("+~").split("=")[0] for o in overrides}
+    for key in RESUME_OVERRIDES[1:]:  # what this command line sets (RAY_ADDRESS counts for the address)
         section, field = key.split(".")
-        config[section][field] = current[section][field]
+        if key in given or (field == "address" and current[section].get(field)):
+            config[section][field] = current[section][field]
     run_id = config["_run"]["run_id"]
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
