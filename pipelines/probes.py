@@ -43,9 +43,10 @@ def run_probes(config: dict[str, Any], range_test: bool = True) -> dict[str, Any
     plain = unregularised(config)
     splits = build.load_splits(config["data"], seed)
     train = splits.train.sample()  # images read from files: a seeded subset, read once
-    normalizer = build.normalizer(config["preprocess"], train.as_float())
+    images = train.as_float()
+    normalizer = build.normalizer(config["preprocess"], images)
     pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
-    x_all, y_all = normalizer(train.as_float()[pick]), train.y[pick]
+    x_all, y_all = normalizer(images[pick]), train.y[pick]
     x, y = x_all[: c["examples"]], y_all[: c["examples"]]
 
     def make_model(node: dict = plain) -> torch.nn.Module:

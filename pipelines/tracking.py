@@ -80,10 +80,7 @@ def tracked_run(
     """Ends the run FINISHED on success, KILLED on Ctrl-C/SIGTERM and FAILED on any error."""
     tracker = RunTracker(config, run_name, tags, resume_run_id)
 
-    received: list[int] = []
-
     def on_sigterm(signum: int, frame: Any) -> None:
-        received.append(signum)
         raise KeyboardInterrupt(f"signal {signum}")
 
     in_main = threading.current_thread() is threading.main_thread()
@@ -95,9 +92,6 @@ def tracked_run(
         tracker.end("KILLED")
         raise
     except BaseException:
-        if received:  # inside ray.get, Ray turns the handler's KeyboardInterrupt into SystemExit(1)
-            tracker.end("KILLED")
-            raise KeyboardInterrupt(f"signal {received[0]}") from None
         tracker.end("FAILED")
         raise
     finally:

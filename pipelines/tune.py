@@ -70,14 +70,16 @@ def run_stage(config: dict, space: dict[str, Dist], stage: int, state: dict, tra
         tuner = tune.Tuner(
             trainable,
             param_space=to_tune(space, s["method"], s["grid_points"]),
-            # `function` trials run in the Tune actor itself: reusing the actors saves each trial a
-            # process start and the torch import (the loop seeds everything it uses per trial)
-            # seeded sampling: the same seed and stage draw the same configurations (so a sweep with
-            # and one without ASHA compare like for like)
-            tune_config=tune.TuneConfig(metric=s["metric"], mode=s["mode"], num_samples=samples, scheduler=scheduler,
-                                        search_alg=BasicVariantGenerator(random_state=config["seed"] * 1000 + stage),
-                                        max_concurrent_trials=s["max_concurrent"],
-                                        reuse_actors=base["_sweep"]["backend"] == "function"),
+            tune_config=tune.TuneConfig(
+                metric=s["metric"], mode=s["mode"], num_samples=samples, scheduler=scheduler,
+                max_concurrent_trials=s["max_concurrent"],
+                # seeded sampling: the same seed and stage draw the same configurations (so a sweep
+                # with and one without ASHA compare like for like)
+                search_alg=BasicVariantGenerator(random_state=config["seed"] * 1000 + stage),
+                # `function` trials run in the Tune actor itself: reusing the actors saves each trial
+                # a process start and the torch import (the loop seeds everything it uses per trial)
+                reuse_actors=base["_sweep"]["backend"] == "function",
+            ),
             run_config=tune.RunConfig(name=stage_name, storage_path=storage, verbose=0),
         )
     console.print(f"[bold]stage {stage}[/]: {spec['samples'] if s['method'] == 'random' else 'grid'} trials × {spec['epochs']} epochs over {describe(space)}")

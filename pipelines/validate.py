@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 import os
-import sys
 from pathlib import Path
+import sys
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf

@@ -52,6 +52,18 @@ def write_fake_cifar(root: Path, n_train_per_batch: int = 20, n_test: int = 20, 
     return root
 
 
+def logged_epoch(db: Path) -> int:
+    """The last epoch a run in this embedded MLflow store has logged (0 before any), read
+    without writing: a reader must not race the writer's schema migration."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            return int(conn.execute("select max(step) from metrics where key = 'epoch'").fetchone()[0] or 0)
+    except (sqlite3.Error, TypeError):
+        return 0
+
+
 @pytest.fixture
 def fake_cifar(tmp_path: Path) -> Path:
     return write_fake_cifar(tmp_path / "cifar")

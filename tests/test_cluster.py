@@ -10,7 +10,7 @@ import sys
 from mlflow.tracking import MlflowClient
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, logged_epoch
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,16 +99,6 @@ def cluster_processes(folder: Path, name: str, node: str = "") -> list[int]:
         except OSError:
             pass
     return found
-
-
-def logged_epoch(db: Path) -> int:
-    import sqlite3
-
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:  # read-only: no migration race
-            return int(conn.execute("select max(step) from metrics where key = 'epoch'").fetchone()[0] or 0)
-    except (sqlite3.Error, TypeError):
-        return 0
 
 
 def wait_for_epoch(db: Path, epoch: int, timeout: float = 300) -> int:

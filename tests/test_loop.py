@@ -51,14 +51,20 @@ def test_resume_continues_from_the_checkpoint(compose_train, tmp_path):
     assert resumed.reports[-1]["val/acc"] == pytest.approx(full.reports[-1]["val/acc"], abs=0.05)
 
 
-def test_truncated_checkpoint_is_rejected(compose_train, tmp_path):
+def trained_with_truncated_weights(compose_train, tmp_path) -> tuple[dict, str]:
+    """A one-epoch run's config and its only checkpoint, whose weights file is cut to 100 bytes."""
     config = plain(compose_train, ["trainer.epochs=1"])
     session = LocalSession(checkpoint_root=str(tmp_path / "ckpt"))
     run_training(config, session)
     weights = Path(session.last_checkpoint) / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
+    return config, session.last_checkpoint
+
+
+def test_truncated_checkpoint_is_rejected(compose_train, tmp_path):
+    _, checkpoint = trained_with_truncated_weights(compose_train, tmp_path)
     with pytest.raises(CorruptCheckpointError, match="model.safetensors"):
-        build.model_from_checkpoint(session.last_checkpoint)
+        build.model_from_checkpoint(checkpoint)
 
 
 def test_a_corrupt_latest_checkpoint_is_skipped_for_the_previous_one(compose_train, tmp_path, capsys):
@@ -76,10 +82,6 @@ def test_a_corrupt_latest_checkpoint_is_skipped_for_the_previous_one(compose_tra
 
 
 def test_resume_refuses_when_no_checkpoint_reads_back(compose_train, tmp_path):
-    config = plain(compose_train, ["trainer.epochs=1"])
-    first = LocalSession(checkpoint_root=str(tmp_path / "ckpt"))
-    run_training(config, first)
-    weights = Path(first.last_checkpoint) / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:100])
+    config, checkpoint = trained_with_truncated_weights(compose_train, tmp_path)
     with pytest.raises(CorruptCheckpointError, match=r"cannot read model.safetensors.*no other readable checkpoint.*Fix: delete"):
-        run_training(config, LocalSession(resume_from=first.last_checkpoint))
+        run_training(config, LocalSession(resume_from=checkpoint))

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -14,16 +13,10 @@ import time
 from mlflow.tracking import MlflowClient
 import pytest
 
+from tests.conftest import logged_epoch
+
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
-
-
-def logged_epoch(db: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:  # read-only: no migration race
-            return int(conn.execute("select max(step) from metrics where key = 'epoch'").fetchone()[0] or 0)
-    except (sqlite3.Error, TypeError):
-        return 0
 
 
 def test_sigterm_marks_the_run_killed_and_resume_continues_it(tmp_path):

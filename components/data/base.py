@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import torch
 
+from components.data.files import in_files
+
 
 class DataNotFoundError(FileNotFoundError):
     """The dataset's files are not where the config says they are."""
@@ -27,24 +29,21 @@ class Split:
         return len(self.y)
 
     def subset(self, index: torch.Tensor) -> Split:
-        x = self.x.subset(index) if hasattr(self.x, "stream") else self.x[index]  # files stay unread
+        x = self.x.subset(index) if in_files(self.x) else self.x[index]  # files stay unread
         return Split(x, self.y[index])
 
     def sample(self, limit: int = 4096, seed: int = 0) -> Split:
         """In memory: the split itself. Read from files: a seeded subset of at most `limit`
         images, read into memory (what preprocessing statistics and probes are computed on)."""
-        if not hasattr(self.x, "stream"):
+        if not in_files(self.x):
             return self
         pick = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
         return Split(self.x[pick], self.y[pick])
 
     def as_float(self) -> torch.Tensor:
         """Images as float32 in 0..1 (uint8 is divided by 255); images in files are read."""
-        if hasattr(self.x, "stream"):
-            return self.x[:].float().div_(255.0)
-        if self.x.dtype == torch.uint8:
-            return self.x.float().div_(255.0)
-        return self.x.float()
+        x = self.x[:] if in_files(self.x) else self.x
+        return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
 
 
 @dataclass

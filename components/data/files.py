@@ -11,6 +11,11 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 
 
+def in_files(x: object) -> bool:
+    """Whether a split's images are `ImageFiles` (read on demand) rather than a tensor."""
+    return isinstance(x, ImageFiles)
+
+
 class _Decode(torch.utils.data.Dataset):
     def __init__(self, paths: Sequence[str], transform: Callable) -> None:
         self.paths, self.transform = list(paths), transform

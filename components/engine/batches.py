@@ -5,6 +5,8 @@ from collections.abc import Iterator
 
 import torch
 
+from components.data.files import in_files
+
 
 def shard_indices(n: int, rank: int, world_size: int, shuffle_seed: int | None = None) -> torch.Tensor:
     """This rank's indices into range(n).
@@ -26,7 +28,7 @@ def batches(
     """Mini-batches of (x, y) in the order of `index`; the last one may be smaller. Images read
     from files (`ImageFiles`) are streamed through a DataLoader onto y's device."""
     chunks = [index[start : start + batch_size] for start in range(0, len(index), batch_size)]
-    if hasattr(x, "stream"):
+    if in_files(x):
         for i, xb in zip(chunks, x.stream([c.cpu() for c in chunks], y.device)):
             yield xb, y[i]
         return

@@ -68,13 +68,15 @@ def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
         raise CorruptCheckpointError(f"checkpoint {directory}: cannot read {META} ({e})") from e
 
 
-def load_weights(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
-    path = Path(directory) / WEIGHTS
+def read_weights(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
-        state = load_file(path)
+        return load_file(Path(directory) / WEIGHTS)
     except Exception as e:  # safetensors raises several types for truncated files
         raise CorruptCheckpointError(f"checkpoint {directory}: cannot read {WEIGHTS} ({e})") from e
-    model.load_state_dict(state)
+
+
+def load_weights(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
+    model.load_state_dict(read_weights(directory))
     return model
 
 
@@ -90,10 +92,7 @@ def verify_checkpoint(directory: str | os.PathLike) -> dict[str, Any]:
     """Reads every file of a checkpoint (meta, weights, train state) without loading it into a
     model; returns its meta. Raises CorruptCheckpointError naming the unreadable file."""
     meta = read_meta(directory)
-    try:
-        load_file(Path(directory) / WEIGHTS)
-    except Exception as e:
-        raise CorruptCheckpointError(f"checkpoint {directory}: cannot read {WEIGHTS} ({e})") from e
+    read_weights(directory)
     if (Path(directory) / STATE).exists() or "epoch" in meta:
         read_train_state(directory)
     return meta
