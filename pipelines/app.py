@@ -4,7 +4,8 @@
 - `group.sub=option` is accepted for nested config groups (`model.activation=elu` means
   `model/activation=elu`), so every choice reads like a config key;
 - a `UserError` prints one paragraph and exits 2; Hydra's own composition errors (an unknown
-  group option, a bad override) also exit 2; failures while running exit 1.
+  group option, a bad override) also exit 2; a model bundle that fails verification is refused
+  with exit 1; failures while running exit 1.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 import conf
-from pipelines.errors import UserError, report_and_exit
+from components.zoo import BundleError
+from pipelines.errors import UserError, refuse_artifact, report_and_exit
 
 CONF_DIR = Path(conf.__file__).parent
 
@@ -49,6 +51,8 @@ def hydra_app(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Calla
                 return task(cfg)
             except UserError as e:
                 report_and_exit(e)
+            except BundleError as e:
+                refuse_artifact(e)
 
         def run(argv: Sequence[str] | None = None, prog: str | None = None) -> Any:
             nonlocal entered

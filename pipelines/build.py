@@ -83,8 +83,10 @@ def diagnostics(node: dict[str, Any] | None, **kwargs: Any) -> Any:
 def model_from_checkpoint(directory: str) -> tuple[nn.Module, Normalizer, dict[str, Any]]:
     """Rebuilds the model a checkpoint describes and loads its weights (no pickled code)."""
     from components.engine.checkpoint import load_weights, read_meta
+    from components.zoo.bundle import check_targets
 
     meta = read_meta(directory)
+    check_targets(meta["config"]["model"], what=f"{directory}/meta.json")
     net = model(meta["config"]["model"], meta["input_shape"], len(meta["classes"]))
     load_weights(net, directory)
     return net.eval(), Normalizer.from_dict(meta["normalizer"]), meta

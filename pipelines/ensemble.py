@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from components.zoo import BundleError, load_bundle
-from components.zoo.registry import BUNDLE_PATH, ZooError, ZooRef, fetch
+from components.zoo.registry import BUNDLE_PATH, DIGEST_TAG, ZooError, ZooRef, fetch, recorded_digest
 from pipelines import build, validate
 from pipelines.app import hydra_app
 from pipelines.errors import UserError
@@ -39,25 +39,33 @@ def sweep_members(client: MlflowClient, sweep: str, top_k: int, metric: str) -> 
     return [r.info.run_id for r in runs]
 
 
-def member_bundle(client: MlflowClient, uri: str, member: str, workdir: Path) -> tuple[Path, str]:
-    """A verified local bundle folder for a run id or a zoo reference, and its label."""
+def member_bundle(client: MlflowClient, uri: str, member: str, workdir: Path) -> tuple[Path, str, str]:
+    """A local bundle folder for a run id or a zoo reference, its label, and the manifest
+    digest it must match (recorded by the run as it logged the bundle, or by the registry)."""
     import mlflow.artifacts
 
     if RUN_ID.match(member):
         try:
-            client.get_run(member)
+            run = client.get_run(member)
         except Exception:
             raise UserError("members", f"run {member} is not in the tracking store {uri}.", "copy the run id from the MLflow UI or `raysitter train`'s summary.") from None
         names = [f.path for f in client.list_artifacts(member, BUNDLE_PATH)]
         if not names:
             raise UserError("members", f"run {member} has no {BUNDLE_PATH}/ artifact (it did not finish its last epoch, or ran with tracking.log_bundle=false).", "pick runs that finished training.")
+        digest = run.data.tags.get(DIGEST_TAG)
+        if not digest:
+            raise UserError("members", f"run {member} recorded no digest of its bundle (tag {DIGEST_TAG}; runs logged "
+                            "before raysitter recorded one), so its files cannot be trusted.",
+                            "register it in the zoo (raysitter zoo push RUN_ID --name NAME, which checks it) and pass NAME/VERSION, or train it again.")
         path = mlflow.artifacts.download_artifacts(run_id=member, artifact_path=BUNDLE_PATH, dst_path=str(workdir / member), tracking_uri=uri)
-        return Path(path), member[:8]
+        return Path(path), member[:8], digest
     try:
-        path, version = fetch(uri, ZooRef.parse(member), workdir / "zoo")
+        ref = ZooRef.parse(member)
+        path, version = fetch(uri, ref, workdir / "zoo")
+        digest = recorded_digest(version, ref)
     except ZooError as e:
-        raise UserError("members", f"{e}.", "members are 32-character run ids or zoo references (raysitter zoo list).") from None
-    return path, f"{version.name}/{version.version}"
+        raise UserError("members", f"{e}.", e.fix or "members are 32-character run ids or zoo references (raysitter zoo list).") from None
+    return path, f"{version.name}/{version.version}", digest
 
 
 def same_task(infos: list[dict[str, Any]], labels: list[str]) -> None:
@@ -95,11 +103,11 @@ def ensemble(cfg: DictConfig) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="raysitter-ensemble-") as tmp:
         loaded, labels = [], []
         for member in members:
-            path, label = member_bundle(client, uri, member, Path(tmp))
+            path, label, digest = member_bundle(client, uri, member, Path(tmp))
             try:
-                loaded.append(load_bundle(path))
+                loaded.append(load_bundle(path, digest))
             except BundleError as e:
-                raise UserError("members", f"the bundle of {label} failed verification: {e}.", "leave that member out, or push/train it again.") from None
+                raise BundleError(f"the bundle of {label} failed verification: {e}") from None
             labels.append(label)
     infos = [info for _, _, info in loaded]
     same_task(infos, labels)

@@ -19,6 +19,15 @@ class UserError(Exception):
         return "\n".join(textwrap.wrap(text, width=100, break_on_hyphens=False, break_long_words=False))
 
 
+def refuse_artifact(error: Exception) -> None:
+    """A bundle or checkpoint that failed verification (tampered, cut short, or naming code that
+    is not raysitter's): exit 1, nothing was loaded or run."""
+    text = (f"raysitter: refused: {error}. Nothing was loaded or executed. Fix: pull or push the model again from "
+            "its source run, or pick another version (raysitter zoo list).")
+    print("\n".join(textwrap.wrap(text, width=100, break_on_hyphens=False, break_long_words=False)), file=sys.stderr, flush=True)
+    raise SystemExit(1)
+
+
 def report_and_exit(error: UserError) -> None:
     print(error.paragraph(), file=sys.stderr, flush=True)
     raise SystemExit(error.exit_code)

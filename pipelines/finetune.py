@@ -16,7 +16,6 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from components.zoo import BundleError
 from components.zoo.registry import ZooError, ZooRef, fetch
 from components.zoo.transfer import STRATEGIES
 from pipelines import validate
@@ -38,12 +37,12 @@ def adopt_bundle(config: dict[str, Any]) -> None:
         print(f"raysitter finetune: pulling {ref} from {uri} …", flush=True)
         path, version = fetch(uri, ref, Path(config["output_dir"]) / "zoo")
     except ZooError as e:
-        raise UserError("zoo", f"{e}.", "list the zoo with `raysitter zoo list` (same --tracking-uri), or push a run first: raysitter zoo push RUN_ID --name NAME.") from None
-    except BundleError as e:
-        raise UserError("zoo", f"the bundle failed verification: {e}.", "push the source run again, or pick another version (NAME/VERSION).") from None
+        raise UserError("zoo", f"{e}.", e.fix or "list the zoo with `raysitter zoo list` (same --tracking-uri), or push a run first: raysitter zoo push RUN_ID --name NAME.") from None
     from components.zoo import verify_bundle
+    from components.zoo.registry import recorded_digest
 
-    info = verify_bundle(path)
+    digest = recorded_digest(version, ref)
+    info = verify_bundle(path, digest)
     input_shape, _ = validate.check_data(config)
     if list(input_shape) != list(info["input_shape"]):
         raise UserError(
@@ -54,7 +53,7 @@ def adopt_bundle(config: dict[str, Any]) -> None:
     config["model"] = info["model"]
     config["preprocess"] = {"from_zoo": f"{ref.name}/{version.version}", **info["preprocess"]}
     config["_zoo"] = {"ref": f"{ref.name}/{version.version}", "path": str(path), "tracking_uri": uri,
-                      "strategy": ft["strategy"], "lr_scale": float(ft["lr_scale"])}
+                      "strategy": ft["strategy"], "lr_scale": float(ft["lr_scale"]), "digest": digest}
     config["_tags"] = {"zoo.source": f"{ref.name}/{version.version}", "zoo.source_ref": str(ref),
                        "zoo.source_run_id": str(version.run_id), "finetune.strategy": ft["strategy"]}
     print(f"raysitter finetune: {ref} = version {version.version} (run {version.run_id}), bundle {path}", flush=True)

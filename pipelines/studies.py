@@ -119,6 +119,7 @@ def transfer(config: dict[str, Any], tracker: RunTracker) -> str:
     from components.search import set_dotted
     from components.tracking import flatten
     from components.zoo import bundle_info, write_bundle
+    from components.zoo.bundle import manifest_digest
     from components.zoo.transfer import STRATEGIES
     from pipelines.worker import LocalSession, run_training
 
@@ -146,7 +147,8 @@ def transfer(config: dict[str, Any], tracker: RunTracker) -> str:
                 run = dict(target)
                 if case != "scratch":
                     spec = config["cases"][case]
-                    run["_zoo"] = {"ref": "study", "path": str(bundle), "tracking_uri": tracker.uri, "strategy": spec["strategy"], "lr_scale": float(spec["lr_scale"])}
+                    run["_zoo"] = {"ref": "study", "path": str(bundle), "tracking_uri": tracker.uri, "strategy": spec["strategy"],
+                                   "lr_scale": float(spec["lr_scale"]), "digest": manifest_digest(bundle)}
                 acc = run_training(run, LocalSession())["test/acc"]
                 results.setdefault(case, []).append(acc)
                 tracker.client.log_metric(tracker.run_id, f"{case}/test/acc", acc, step=seed)

@@ -139,10 +139,10 @@ def pretrained_bundle(zoo: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dic
     from components.zoo.registry import fetch
 
     try:
-        return read_weights(zoo["path"])
+        return read_weights(zoo["path"], zoo["digest"])
     except BundleError:
         path, _ = fetch(zoo["tracking_uri"], zoo["ref"], Path(tempfile.gettempdir()) / "raysitter-zoo")
-        return read_weights(path)
+        return read_weights(path, zoo["digest"])
 
 
 def ensembling_callbacks(config: dict[str, Any]) -> list[Callback]:

@@ -21,7 +21,7 @@ from typing import Any
 from components.tracking import TrackingUnreachableError, check_reachable, default_tracking_uri
 from components.zoo import BundleError
 from components.zoo.registry import ZooError, ZooRef
-from pipelines.errors import UserError, report_and_exit
+from pipelines.errors import UserError, refuse_artifact, report_and_exit
 
 
 def store_uri(tracking_uri: str | None, output_dir: str) -> str:
@@ -81,7 +81,9 @@ def cmd_pull(args: argparse.Namespace, uri: str) -> int:
     version = resolve(client, ref)
     dest = Path(args.dest or Path(args.output_dir) / "zoo" / ref.name / f"v{version.version}").resolve()
     print(f"pulling {ref.name}/{version.version} (run {version.run_id}) …", flush=True)
-    path, version = pull(client, uri, ZooRef(ref.name, version=str(version.version)), dest)
+    # the default folder is raysitter's own cache; a --dest folder is the user's: only ever
+    # filled when new or empty, or refreshed when it holds an earlier pull of this bundle
+    path, version = pull(client, uri, ZooRef(ref.name, version=str(version.version)), dest, owned=args.dest is None)
     print(f"verified every sha256 in manifest.json; bundle at {path}")
     print(f"fine-tune it with: raysitter finetune zoo={ref} data=…")
     return 0
@@ -132,11 +134,9 @@ def main(argv: list[str] | None = None, prog: str = "raysitter zoo") -> int:
     except UserError as e:
         report_and_exit(e)
     except ZooError as e:
-        report_and_exit(UserError(f"zoo {args.command}", f"{e}.", "check the name with `raysitter zoo list` (and the run id in the MLflow UI)."))
+        report_and_exit(UserError(f"zoo {args.command}", f"{e}.", e.fix or "check the name with `raysitter zoo list` (and the run id in the MLflow UI)."))
     except BundleError as e:
-        print(f"raysitter: error in `zoo {args.command}`: {e}. Nothing was loaded or moved into place. Fix: push the "
-              "run again, or pull another version.", file=sys.stderr)
-        return 1
+        refuse_artifact(e)
     return 0
 
 

@@ -10,6 +10,7 @@ import torch
 
 from components.ensembles import EnsembleForward, evaluate_forward
 from components.zoo import BundleError, bundle_info, load_bundle, verify_bundle, write_bundle
+from components.zoo.bundle import manifest_digest
 from components.zoo.registry import ZooError, ZooRef
 from components.engine.checkpoint import read_meta
 from pipelines import build
@@ -101,7 +102,8 @@ def test_bad_zoo_references_are_refused(text):
 def finetune_config(compose_train, trained, strategy, epochs=2):
     config = plain(compose_train, [*SMALL_CONVNET, f"trainer.epochs={epochs}", "data.classes=[5,6,7,8,9]", "data.train_per_class=10",
                                    "diagnostics=off", f"finetune.strategy={strategy}", "zoo=digits@champion"], "finetune")
-    config["_zoo"] = {"ref": "digits@champion", "path": str(trained["bundle"]), "tracking_uri": "unused", "strategy": strategy, "lr_scale": 0.1}
+    config["_zoo"] = {"ref": "digits@champion", "path": str(trained["bundle"]), "tracking_uri": "unused", "strategy": strategy, "lr_scale": 0.1,
+                      "digest": manifest_digest(trained["bundle"])}
     return config
 
 

@@ -1,6 +1,6 @@
 """Logs the trained network as a bundle (`bundle/` in the run's artifacts) at the last epoch,
 before the final report: Ray Tune may end a trial inside that report, so `on_fit_end` would
-come too late."""
+come too late. The run's tag `raysitter.manifest_sha256` records the bundle's manifest digest."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,8 +10,8 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from components.engine.callbacks import Callback
-from components.zoo.bundle import bundle_info, write_bundle
-from components.zoo.registry import BUNDLE_PATH
+from components.zoo.bundle import bundle_info, manifest_digest, write_bundle
+from components.zoo.registry import BUNDLE_PATH, DIGEST_TAG
 
 
 class MlflowBundleLogger(Callback):
@@ -25,3 +25,5 @@ class MlflowBundleLogger(Callback):
         with tempfile.TemporaryDirectory() as tmp:
             folder = write_bundle(Path(tmp) / BUNDLE_PATH, loop.module.state_dict(), info)
             self.client.log_artifacts(self.run_id, str(folder), BUNDLE_PATH)
+            # the run's record of what it logged: `zoo push` and ensembles of run ids check it
+            self.client.set_tag(self.run_id, DIGEST_TAG, manifest_digest(folder))

@@ -1,8 +1,11 @@
 """The MLflow Model Registry as raysitter's model zoo.
 
 A registered model version points at a run's `bundle/` artifact folder (`runs:/RUN/bundle`);
-its tags carry what `zoo list` shows (dataset, classes, accuracy). Pulling downloads the
-folder, verifies every hash, and only then moves it into place.
+its tags carry what `zoo list` shows (dataset, classes, accuracy) and the sha256 of the bundle's
+manifest (`raysitter.manifest_sha256`): the registry, not the artifact store, is what a pull
+trusts. Pulling downloads the folder into a temporary sibling, checks the manifest against that
+digest and every file against the manifest, and only then moves it into place; it never
+replaces a folder that holds anything but an earlier pull of the same bundle.
 """
 from __future__ import annotations
 
@@ -18,14 +21,21 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from components.zoo.bundle import INFO, BundleError, verify_bundle
+from components.zoo.bundle import INFO, MANIFEST, WEIGHTS, BundleError, manifest_digest, verify_bundle
 
 BUNDLE_PATH = "bundle"  # the artifact folder of a run that holds its bundle
+DIGEST_TAG = "raysitter.manifest_sha256"  # on a registry version, and on the run that logged the bundle
+BUNDLE_FILES = frozenset({WEIGHTS, INFO, MANIFEST})
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class ZooError(RuntimeError):
-    """A zoo reference that does not resolve, or a run without a bundle."""
+    """A zoo reference that does not resolve, or a run without a bundle; `fix` says what to
+    do when the generic advice (check the name) would not."""
+
+    def __init__(self, problem: str, fix: str | None = None) -> None:
+        super().__init__(problem)
+        self.fix = fix
 
 
 @dataclass(frozen=True)
@@ -78,12 +88,13 @@ def resolve(client: MlflowClient, ref: ZooRef) -> Any:
     return max(versions, key=lambda v: int(v.version))
 
 
-def read_run_info(client: MlflowClient, run_id: str, tracking_uri: str) -> dict[str, Any]:
-    """bundle.json of a run's bundle (downloads only that file)."""
+def read_run_bundle(client: MlflowClient, run_id: str, tracking_uri: str) -> tuple[dict[str, Any], str]:
+    """bundle.json of a run's bundle and its manifest digest, after verifying the whole bundle
+    (and, when the run recorded one as it logged the bundle, the digest against that tag)."""
     import mlflow.artifacts
 
     try:
-        client.get_run(run_id)
+        run = client.get_run(run_id)
     except MlflowException as e:
         raise ZooError(f"run {run_id} is not in the tracking store {tracking_uri} ({e.message})") from None
     names = [f.path for f in client.list_artifacts(run_id, BUNDLE_PATH)]
@@ -93,8 +104,9 @@ def read_run_info(client: MlflowClient, run_id: str, tracking_uri: str) -> dict[
             "tracking.log_bundle=true carry one"
         )
     with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"{BUNDLE_PATH}/{INFO}", dst_path=tmp, tracking_uri=tracking_uri)
-        return json.loads(Path(path).read_text())
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=BUNDLE_PATH, dst_path=tmp, tracking_uri=tracking_uri)
+        info = verify_bundle(path, run.data.tags.get(DIGEST_TAG))
+        return info, manifest_digest(path)
 
 
 def version_tags(info: dict[str, Any]) -> dict[str, str]:
@@ -119,7 +131,7 @@ def push(client: MlflowClient, tracking_uri: str, run_id: str, name: str, alias:
         raise ZooError(f"zoo name {name!r} / alias {alias!r}: use letters, digits, _ . - (starting with a letter or digit)")
     if alias is not None and alias.lower() == "latest":
         raise ZooError("the alias 'latest' is reserved by MLflow; pick another (e.g. champion)")
-    info = read_run_info(client, run_id, tracking_uri)
+    info, digest = read_run_bundle(client, run_id, tracking_uri)
     try:
         client.get_registered_model(name)
     except MlflowException as e:
@@ -127,7 +139,7 @@ def push(client: MlflowClient, tracking_uri: str, run_id: str, name: str, alias:
             raise
         client.create_registered_model(name, description="raysitter model zoo entry (bundle: safetensors + manifest)")
     version = client.create_model_version(
-        name, f"runs:/{run_id}/{BUNDLE_PATH}", run_id=run_id, tags=version_tags(info),
+        name, f"runs:/{run_id}/{BUNDLE_PATH}", run_id=run_id, tags={**version_tags(info), DIGEST_TAG: digest},
         description=f"bundle of run {run_id}",
     )
     if alias:
@@ -149,23 +161,64 @@ def list_versions(client: MlflowClient, name: str | None = None) -> list[Any]:
     return sorted(versions, key=lambda v: (v.name, -int(v.version)))
 
 
-def pull(client: MlflowClient, tracking_uri: str, ref: ZooRef, dest: str | os.PathLike) -> tuple[Path, Any]:
-    """Downloads the bundle `ref` names into `dest` (replacing it) after verifying every hash
-    in a temporary folder: a failed check leaves `dest` as it was."""
+def recorded_digest(version: Any, ref: ZooRef) -> str:
+    """The manifest digest the registry holds for `version`; refuses versions without one."""
+    digest = (version.tags or {}).get(DIGEST_TAG)
+    if not digest:
+        raise ZooError(
+            f"{ref.name}/{version.version} has no recorded manifest digest ({DIGEST_TAG}): it was registered before "
+            "raysitter recorded one, or by another tool, so its files cannot be trusted",
+            f"re-register it with `raysitter zoo push {version.run_id} --name {ref.name}` (which verifies the bundle "
+            "and records its digest) and use the new version.",
+        )
+    return digest
+
+
+def replaceable(folder: Path, digest: str, owned: bool) -> bool:
+    """Whether `folder` may be replaced by a pull: it does not exist, is empty, or holds only a
+    bundle's files that are an earlier pull of this very bundle (its manifest has the recorded
+    digest), or, when raysitter `owned` the folder (its own cache), an unreadable earlier pull."""
+    if not folder.exists():
+        return True
+    if not folder.is_dir() or folder.is_symlink():
+        return False
+    entries = list(folder.iterdir())
+    if not entries:
+        return True
+    if any(e.name not in BUNDLE_FILES or not e.is_file() or e.is_symlink() for e in entries):
+        return False
+    try:
+        return owned or manifest_digest(folder) == digest
+    except BundleError:
+        return owned
+
+
+def pull(client: MlflowClient, tracking_uri: str, ref: ZooRef, dest: str | os.PathLike, owned: bool = False) -> tuple[Path, Any]:
+    """Downloads the bundle `ref` names into `dest` after verifying it in a temporary sibling
+    folder against the registry's digest: a failed check leaves `dest` as it was. `dest` must
+    be new, empty, or an earlier pull of the same bundle (`owned`: raysitter's own cache
+    folder, which may also hold a damaged earlier pull); anything else is refused untouched."""
     import mlflow.artifacts
 
     version = resolve(client, ref)
     run_id = version.run_id
     if not run_id or not str(version.source).startswith("runs:/"):
         raise ZooError(f"{ref} (version {version.version}) does not point at a raysitter bundle (source {version.source})")
+    digest = recorded_digest(version, ref)
     artifact_path = str(version.source).split("/", 2)[2] if str(version.source).count("/") >= 2 else BUNDLE_PATH
     target = Path(dest)
+    if not replaceable(target, digest, owned):
+        raise ZooError(
+            f"the destination {target} is not empty and is not an earlier pull of {ref.name}/{version.version}; "
+            "nothing in it was changed",
+            "pass a new or empty folder with --dest (or leave --dest out for OUTPUT_DIR/zoo/NAME/vVERSION).",
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=str(tmp), tracking_uri=tracking_uri)
-        verify_bundle(local)
-        if target.exists():
+        verify_bundle(local, digest)
+        if target.exists():  # checked above: empty, or only this bundle's files
             shutil.rmtree(target)
         os.replace(local, target)
     finally:
@@ -174,15 +227,17 @@ def pull(client: MlflowClient, tracking_uri: str, ref: ZooRef, dest: str | os.Pa
 
 
 def fetch(tracking_uri: str, ref: str | ZooRef, cache_root: str | os.PathLike) -> tuple[Path, Any]:
-    """A verified local copy of `ref` under `cache_root/NAME/vVERSION`, downloaded once."""
+    """A verified local copy of `ref` under `cache_root/NAME/vVERSION`, downloaded once and
+    checked against the registry's digest on every call."""
     ref = ZooRef.parse(ref) if isinstance(ref, str) else ref
     client = MlflowClient(tracking_uri)
     version = resolve(client, ref)
+    digest = recorded_digest(version, ref)
     target = Path(cache_root) / ref.name / f"v{version.version}"
     try:
-        verify_bundle(target)
+        verify_bundle(target, digest)
         return target, version
     except BundleError:
         pass  # not cached yet, or the cached copy is damaged: download it again
-    path, _ = pull(client, tracking_uri, ZooRef(ref.name, version=str(version.version)), target)
+    path, _ = pull(client, tracking_uri, ZooRef(ref.name, version=str(version.version)), target, owned=True)
     return path, version

@@ -1,0 +1,169 @@
+"""The zoo never destroys a user's files and never runs code a bundle names: pull into a folder
+that is not empty, a consistent rewrite of bundle and manifest, a bundle naming an ordinary
+library function, a version registered without a digest. In-process, on the embedded SQLite
+store (no server, no Ray)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+import pytest
+
+from components.zoo import BundleError, load_bundle
+from components.zoo.bundle import ALLOWED_TARGETS, targets
+from components.zoo.registry import DIGEST_TAG, push
+from pipelines.app import CONF_DIR
+
+
+def test_every_model_and_data_option_is_allow_listed():
+    import yaml
+
+    files = [*(CONF_DIR / "model").rglob("*.yaml"), *(CONF_DIR / "data").glob("*.yaml")]
+    named = {value for f in files for _, value in targets(yaml.safe_load(f.read_text()))}
+    assert named and named <= ALLOWED_TARGETS
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory, compose_train_module):
+    """An embedded store with one trained run (1 epoch, MLP) pushed as `digits/1`."""
+    from components.tracking import default_tracking_uri, ensure_experiment
+    from pipelines.worker import LocalSession, run_training
+
+    out = tmp_path_factory.mktemp("zoo-trust") / "outputs"
+    out.mkdir()
+    uri = default_tracking_uri(out)
+    client = MlflowClient(uri, registry_uri=uri)
+    experiment = ensure_experiment(client, "raysitter", (out / "mlartifacts").as_uri())
+    run = client.create_run(experiment, run_name="source")
+    config = OmegaConf.to_container(compose_train_module(["diagnostics=off", "trainer.epochs=1", "model.hidden=[16]"]), resolve=True)
+    config["_run"] = {"run_id": run.info.run_id, "tracking_uri": uri, "quiet": True}
+    run_training(config, LocalSession())
+    client.set_terminated(run.info.run_id, "FINISHED")
+    push(client, uri, run.info.run_id, "digits")
+    stored = next(out.rglob(f"{run.info.run_id}/artifacts/bundle"))
+    return {"out": out, "uri": uri, "client": client, "run_id": run.info.run_id, "stored": stored}
+
+
+@pytest.fixture(scope="module")
+def compose_train_module():
+    from hydra import compose, initialize_config_dir
+
+    def _compose(overrides):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name="train", overrides=overrides)
+
+    return _compose
+
+
+def zoo_cli(zoo, args, capsys):
+    from pipelines import zoo as zoo_command
+
+    with pytest.raises(SystemExit) as exit_info:
+        raise SystemExit(zoo_command.main(["--tracking-uri", zoo["uri"], *args]))
+    return exit_info.value.code, capsys.readouterr()
+
+
+def rewrite_consistently(folder: Path, edit) -> None:
+    """Edits bundle.json and re-hashes the manifest, as an attacker with write access to the
+    artifact store (but not the registry) would."""
+    info = json.loads((folder / "bundle.json").read_text())
+    edit(info)
+    (folder / "bundle.json").write_text(json.dumps(info))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for name, entry in manifest["files"].items():
+        data = (folder / name).read_bytes()
+        entry.update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_pull_never_replaces_a_folder_holding_other_files(zoo, tmp_path, capsys):
+    mine = tmp_path / "mydir"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my work")
+    code, out = zoo_cli(zoo, ["pull", "digits/1", "--dest", str(mine)], capsys)
+    assert code == 2 and "not empty" in out.err and "Traceback" not in out.err
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"] and (mine / "notes.txt").read_text() == "my work"
+    assert [p.name for p in tmp_path.iterdir()] == ["mydir"]  # no temporary folder left either
+
+    fresh = tmp_path / "fresh"
+    assert zoo_cli(zoo, ["pull", "digits/1", "--dest", str(fresh)], capsys)[0] == 0
+    assert zoo_cli(zoo, ["pull", "digits/1", "--dest", str(fresh)], capsys)[0] == 0  # an earlier pull of the same bundle
+    (fresh / "extra.txt").write_text("added by the user")
+    code, out = zoo_cli(zoo, ["pull", "digits/1", "--dest", str(fresh)], capsys)
+    assert code == 2 and (fresh / "extra.txt").exists() and (fresh / "model.safetensors").exists()
+
+
+def test_a_consistent_rewrite_of_bundle_and_manifest_is_refused(zoo, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    backup = tmp_path / "backup"
+    shutil.copytree(zoo["stored"], backup)
+    try:
+        rewrite_consistently(zoo["stored"], lambda info: info.update(classes=list("abcdefghij")))
+        code, out = zoo_cli(zoo, ["pull", "digits/1", "--dest", str(tmp_path / "here")], capsys)
+        assert code == 1 and "recorded at registration" in out.err and "Traceback" not in out.err
+        assert not (tmp_path / "here").exists()
+
+        from pipelines import finetune
+
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", zoo["uri"])
+        monkeypatch.setenv("RAYSITTER_OUTPUT_DIR", str(tmp_path / "ft"))
+        with pytest.raises(SystemExit) as exit_info:
+            finetune.main(["zoo=digits/1"], prog="raysitter finetune")
+        assert exit_info.value.code == 1 and "recorded at registration" in capsys.readouterr().err
+    finally:
+        shutil.rmtree(zoo["stored"])
+        shutil.copytree(backup, zoo["stored"])
+
+
+def test_a_bundle_naming_a_library_function_runs_nothing(zoo, tmp_path, capsys, monkeypatch):
+    """Even registered with a matching digest (a compromised registry, or an old tool), a
+    bundle whose bundle.json names os.makedirs is refused at every load point: no marker."""
+    import shutil
+
+    from components.zoo.bundle import manifest_digest
+
+    marker = tmp_path / "marker"
+    evil = tmp_path / "evil"
+    shutil.copytree(zoo["stored"], evil)
+    rewrite_consistently(evil, lambda info: info["model"].update(
+        activation={"_target_": "os.makedirs", "_args_": [str(marker)]}))
+    with pytest.raises(BundleError, match="os.makedirs"):
+        load_bundle(evil)
+    assert not marker.exists()
+
+    # register it by hand, digest and all, as raysitter never would (push checks the targets)
+    client = zoo["client"]
+    run = client.create_run(client.get_experiment_by_name("raysitter").experiment_id, run_name="evil")
+    client.log_artifacts(run.info.run_id, str(evil), "bundle")
+    client.create_registered_model("evil")
+    client.create_model_version("evil", f"runs:/{run.info.run_id}/bundle", run_id=run.info.run_id,
+                                tags={DIGEST_TAG: manifest_digest(evil)})
+    client.set_tag(run.info.run_id, DIGEST_TAG, manifest_digest(evil))
+    with pytest.raises(BundleError, match="not one of raysitter"):
+        push(client, zoo["uri"], run.info.run_id, "evil2")
+
+    code, out = zoo_cli(zoo, ["pull", "evil/1", "--dest", str(tmp_path / "pulled")], capsys)
+    assert code == 1 and "os.makedirs" in out.err and not (tmp_path / "pulled").exists()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", zoo["uri"])
+    monkeypatch.setenv("RAYSITTER_OUTPUT_DIR", str(tmp_path / "out"))
+    from pipelines import ensemble, finetune
+
+    for main, args in ((finetune.main, ["zoo=evil/1"]), (ensemble.main, [f"members=[evil/1,{run.info.run_id}]"])):
+        with pytest.raises(SystemExit) as exit_info:
+            main(args, prog="raysitter")
+        assert exit_info.value.code == 1 and "os.makedirs" in capsys.readouterr().err
+    assert not marker.exists()
+
+
+def test_a_version_without_a_recorded_digest_is_refused(zoo, tmp_path, capsys):
+    client = zoo["client"]
+    client.create_registered_model("untracked")
+    client.create_model_version("untracked", f"runs:/{zoo['run_id']}/bundle", run_id=zoo["run_id"])
+    code, out = zoo_cli(zoo, ["pull", "untracked/1", "--dest", str(tmp_path / "x")], capsys)
+    err = " ".join(out.err.split())
+    assert code == 2 and "no recorded manifest digest" in err and f"raysitter zoo push {zoo['run_id']} --name untracked" in err
+    assert not (tmp_path / "x").exists()
