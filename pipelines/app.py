@@ -28,6 +28,15 @@ if not OmegaConf.has_resolver("mul"):
     OmegaConf.register_new_resolver("mul", lambda a, b: float(a) * float(b))
 
 
+def conf_targets() -> frozenset[str]:
+    """Every `_target_` raysitter's own config files name: what a saved run state may build."""
+    import yaml
+
+    from components.zoo.bundle import targets
+
+    return frozenset(value for f in CONF_DIR.rglob("*.yaml") for _, value in targets(yaml.safe_load(f.read_text()) or {}))
+
+
 def rewrite_group_overrides(args: Sequence[str], conf_dir: Path = CONF_DIR) -> list[str]:
     """`model.activation=elu` → `model/activation=elu` when conf/model/activation/ is a group."""
     out = []

@@ -1,9 +1,13 @@
 """`raysitter train resume=NAME`: continue a run whose driver was interrupted (Ctrl-C, SIGTERM,
 a lost head process) as the same MLflow run, from Ray Train's last checkpoint.
 
-At its start every run saves what resuming needs (the resolved config, the MLflow run id, its
-tags and group choices) beside Ray Train's run folder, `OUTPUT_DIR/ray_results/NAME/`. Ray Train
-V2 restores a run given the same name and storage path: the workers get its latest checkpoint.
+Ray Train's storage for a run is keyed by its name plus the start of its MLflow run id
+(`OUTPUT_DIR/ray_results/NAME-1a2b3c4d/`), so two runs given one `tracking.run_name` never share
+checkpoints: a new run always trains from scratch, and only `resume=` continues one. At its start
+every run saves what resuming needs (the resolved config, the MLflow run id, its tags and group
+choices) in that folder. Ray Train V2 restores a run given the same name and storage path: the
+workers get its latest checkpoint. `resume=` takes that key, or the run name when one
+unfinished run has it.
 """
 from __future__ import annotations
 
@@ -31,20 +35,50 @@ def runs_root(output_dir: str) -> Path:
     return Path(output_dir) / "ray_results"
 
 
-def save(config: dict[str, Any], name: str, tags: dict[str, str], choices: dict[str, Any]) -> None:
-    write_state(runs_root(config["output_dir"]) / name / STATE_FILE,
-                {"name": name, "config": config, "tags": tags, "choices": choices})
+def storage_key(name: str, run_id: str) -> str:
+    """Ray Train's run name (its storage folder) for run `name`: unique per MLflow run."""
+    return f"{name}-{run_id[:8]}"
+
+
+def save(config: dict[str, Any], name: str, key: str, tags: dict[str, str], choices: dict[str, Any]) -> None:
+    write_state(runs_root(config["output_dir"]) / key / STATE_FILE,
+                {"name": name, "key": key, "config": config, "tags": tags, "choices": choices})
 
 
 def resumable(output_dir: str) -> list[str]:
     return sorted(p.parent.name for p in runs_root(output_dir).glob(f"*/{STATE_FILE}"))
 
 
+def same_name(output_dir: str, name: str) -> list[str]:
+    """Storage keys of the earlier runs called `name`, oldest first."""
+    keys = []
+    for path in sorted(runs_root(output_dir).glob(f"*/{STATE_FILE}"), key=lambda p: p.stat().st_mtime):
+        try:
+            if read_state(path).get("name") == name:
+                keys.append(path.parent.name)
+        except (OSError, ValueError):
+            continue
+    return keys
+
+
+def find(name: str, output_dir: str) -> Path | None:
+    """The state file `resume=name` means: the run with that storage key, else the one run
+    with that name (UserError when several have it)."""
+    path = runs_root(output_dir) / name / STATE_FILE
+    if path.is_file():
+        return path
+    keys = same_name(output_dir, name)
+    if len(keys) > 1:
+        raise UserError("resume", f"{len(keys)} runs are named {name!r}.",
+                        f"name the one to continue by its key: {'; '.join(command('train', k) for k in keys)}.")
+    return runs_root(output_dir) / keys[0] / STATE_FILE if keys else None
+
+
 def load(name: str, output_dir: str, overrides: list[str], current: dict[str, Any]) -> dict[str, Any]:
     """The saved state of run `name`, checked: the run exists, did not finish, and the command
     line changes nothing but where and how robustly it runs."""
-    path = runs_root(output_dir) / name / STATE_FILE
-    if not path.is_file():
+    path = find(name, output_dir)
+    if path is None:
         known = resumable(output_dir)
         raise UserError("resume", f"no run named {name!r} under {runs_root(output_dir)}.",
                         "pass the name raysitter printed at the run's start, e.g. "
@@ -57,6 +91,10 @@ def load(name: str, output_dir: str, overrides: list[str], current: dict[str, An
                         f"leave those out (only {', '.join(RESUME_OVERRIDES[1:])} may change on resume), or start a new run with them.")
     state = read_state(path)
     config = state["config"]
+    from components.zoo.bundle import check_targets
+    from pipelines.app import conf_targets
+
+    check_targets(config, conf_targets(), what=str(path))  # a state file builds only what conf/ names
     given = {o.lstrip("+~").split("=")[0] for o in overrides}
     for key in RESUME_OVERRIDES[1:]:  # what this command line sets (RAY_ADDRESS counts for the address)
         section, field = key.split(".")

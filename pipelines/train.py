@@ -114,6 +114,7 @@ def train(cfg: DictConfig, pipeline: str = "train", adjust: Any = None) -> dict[
         state = resume.load(str(cfg.resume), validate.absolute(cfg.output_dir), overrides, current)
         config, name, tags, choices = state["config"], state["name"], state["tags"], state["choices"]
         net, resume_run_id = None, config["_run"]["run_id"]
+        key = state.get("key", name)  # runs saved before storage keys: the folder is the name
         print(f"raysitter {pipeline}: resuming {name} (MLflow run {resume_run_id})", flush=True)
     else:
         config, net = validate.prepare(cfg, adjust)
@@ -121,8 +122,12 @@ def train(cfg: DictConfig, pipeline: str = "train", adjust: Any = None) -> dict[
         tags.update(config.pop("_tags", {}))
         name = run_name(config, choices, pipeline, overrides)
         tags["mlflow.note.content"] = describe(config, choices, tags)
-        resume_run_id = None
+        resume_run_id, key = None, None  # the storage key comes with the MLflow run id
         print(f"raysitter {pipeline}: {name}", flush=True)
+        earlier = resume.same_name(config["output_dir"], name)
+        if earlier:
+            print(f"raysitter {pipeline}: a run named {name!r} exists already; this is a new run, trained from scratch "
+                  f"(to continue the earlier one instead: {resume.command(pipeline, earlier[-1])})", flush=True)
     started = time.perf_counter()
     try:
         with tracked_run(config, name, tags, resume_run_id) as tracker:
@@ -130,22 +135,26 @@ def train(cfg: DictConfig, pipeline: str = "train", adjust: Any = None) -> dict[
                 tracker.log_config(config)
                 tracker.log_model_summary(net)
                 config["_run"] = {"run_id": tracker.run_id, "tracking_uri": tracker.uri}
-                resume.save(config, name, tags, choices)
-            metrics, checkpoint = fit_and_log(config, name, tracker, choices, tags, started)
+                key = resume.storage_key(name, tracker.run_id)
+                resume.save(config, name, key, tags, choices)
+            metrics, checkpoint = fit_and_log(config, key, tracker, choices, tags, started)
     except KeyboardInterrupt:
-        raise Interrupted(name, pipeline) from None
+        if key is None:  # nothing saved yet: nothing to resume
+            raise
+        raise Interrupted(key, pipeline) from None
     print_summary(metrics, tracker, checkpoint, time.perf_counter() - started)
     register(config, tracker.uri, tracker.run_id)
     return metrics
 
 
-def fit_and_log(config: dict[str, Any], name: str, tracker: RunTracker, choices: dict[str, Any], tags: dict[str, str],
+def fit_and_log(config: dict[str, Any], key: str, tracker: RunTracker, choices: dict[str, Any], tags: dict[str, str],
                 started: float) -> tuple[dict[str, float], str | None]:
-    """Ray Train, then the run's result in MLflow: description, outcome, checkpoint, model."""
+    """Ray Train (its run named by the storage `key`), then the run's result in MLflow:
+    description, outcome, checkpoint, model."""
     from pipelines import ray_runner
 
     try:
-        result = ray_runner.fit(config, name)
+        result = ray_runner.fit(config, key)
     except Exception as e:  # Ray has already shown the worker's traceback above
         lines = [ln for ln in str(e).splitlines() if ln.strip()]
         raise TrainingFailed(lines[-1] if lines else type(e).__name__) from e

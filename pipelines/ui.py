@@ -6,16 +6,24 @@ pipelines write to (default: the embedded SQLite store and artifacts in ./output
                                                     # a tracking server a cluster's jobs log to
 
 Both serve artifacts through the server (`--artifacts-destination`), so a job on another node
-uploads checkpoints, plots and bundles over HTTP without sharing a file system.
+uploads checkpoints, plots and bundles over HTTP without sharing a file system. The address is
+printed once the server answers; a taken port is refused (exit 2); Ctrl-C, SIGTERM and SIGHUP
+stop the server's whole process tree.
 """
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 import os
 from pathlib import Path
 import signal
+import socket
 import subprocess
 import sys
+import time
+from typing import Any
+import urllib.request
 
 from components.tracking import default_tracking_uri
 
@@ -58,6 +66,19 @@ def serve(argv: list[str] | None, prog: str, server: bool) -> int:
             file=sys.stderr,
         )
         return 2
+    if not 1 <= args.port <= 65535:
+        print(f"raysitter: error in `--port`: {args.port} is not a TCP port. Fix: pass a number from 1024 to 65535, e.g. --port 5000.",
+              file=sys.stderr)
+        return 2
+    taken = port_taken(host, args.port)
+    if taken:
+        print(
+            f"raysitter: error in `--port`: port {args.port} on {host} is taken ({taken}): another server (perhaps an "
+            f"earlier raysitter ui) holds it, and a new one would fail or leave you looking at that server's store. "
+            f"Fix: pass another port, e.g. --port {args.port + 1}, or stop what holds {args.port}.",
+            file=sys.stderr,
+        )
+        return 2
     cmd = [
         sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(args.port),
         "--backend-store-uri", uri, "--artifacts-destination", str(output / "mlartifacts"),
@@ -67,20 +88,88 @@ def serve(argv: list[str] | None, prog: str, server: bool) -> int:
         if args.allowed_hosts:
             cmd += ["--allowed-hosts", args.allowed_hosts]
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    print(f"MLflow {'tracking server' if server else 'UI'} on http://{shown}:{args.port}  (store {uri}; Ctrl-C stops it)", flush=True)
-    if server:
-        print(f"jobs log to it with: export MLFLOW_TRACKING_URI=http://{shown if host in LOOPBACK else '<this-host>'}:{args.port}", flush=True)
-    proc = subprocess.Popen(cmd, start_new_session=True)
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers
+    with stop_on_signals():
+        proc = subprocess.Popen(cmd, start_new_session=True)  # its own process group: the server and its workers
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        print("stopped", flush=True)
-        return 0
+            if not answering(f"http://{shown}:{args.port}", proc):
+                print(f"raysitter: the MLflow server on port {args.port} did not start (exit code {proc.poll()}; its own "
+                      "message is above).", file=sys.stderr, flush=True)
+                return 1
+            print(f"MLflow {'tracking server' if server else 'UI'} on http://{shown}:{args.port}  (store {uri}; Ctrl-C stops it)", flush=True)
+            if server:
+                print(f"jobs log to it with: export MLFLOW_TRACKING_URI=http://{shown if host in LOOPBACK else '<this-host>'}:{args.port}", flush=True)
+            proc.wait()
+            return 1  # the server ended by itself
+        except Stopped:
+            print("stopped", flush=True)
+            return 0
+        finally:
+            stop_group(proc)
+
+
+class Stopped(Exception):
+    """SIGINT, SIGTERM or SIGHUP reached `raysitter ui` / `raysitter server`."""
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP (a closed terminal) all raise Stopped, so the server's process
+    group is stopped on the way out; the previous handlers come back afterwards."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Stopped(signum)
+
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, handler) for s in signals}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def stop_group(proc: subprocess.Popen, timeout_s: float = 15) -> None:
+    """SIGTERM to the server's whole process group, SIGKILL if it lingers."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # workers that outlived the parent
+    except ProcessLookupError:
+        pass
+
+
+def port_taken(host: str, port: int) -> str | None:
+    """Why `port` cannot be bound on `host` (None when it can)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # like the server itself: TIME_WAIT is no owner
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            return e.strerror or str(e)
+    return None
+
+
+def answering(url: str, proc: subprocess.Popen, timeout_s: float = 120) -> bool:
+    """Waits until this server (still our child) answers /health; False if it exits first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200 and proc.poll() is None:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.25)
+    return False
 
 
 def main(argv: list[str] | None = None, prog: str = "raysitter ui") -> int:

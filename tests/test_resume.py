@@ -34,8 +34,9 @@ def test_sigterm_marks_the_run_killed_and_resume_continues_it(tmp_path):
     assert first.wait(timeout=120) == 130
     text = (tmp_path / "first.log").read_text()
     name = re.search(r"raysitter train: (\S+)", text).group(1)
-    assert f"""raysitter train 'resume="{name}"'""" in text, text[-2000:]  # the name holds "epochs=40"
-    resume = f'resume="{name}"'
+    key = re.search(r"""raysitter train 'resume="(\S+)"'""", text).group(1)  # quoted: the name holds "epochs=40"
+    assert key.startswith(name + "-"), text[-2000:]  # the run's storage key: its name and MLflow run id
+    resume = f'resume="{name}"'  # the name alone works too while one run has it
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("raysitter").experiment_id])
     assert run.info.status == "KILLED"
@@ -47,7 +48,7 @@ def test_sigterm_marks_the_run_killed_and_resume_continues_it(tmp_path):
     assert refused.returncode == 2 and "optimizer.lr=0.1" in refused.stderr and "Traceback" not in refused.stderr
     unknown = subprocess.run([str(BIN / "raysitter"), "train", "resume=no-such-run"],
                              env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert unknown.returncode == 2 and name in unknown.stderr.replace("\n", " ")  # the known names are offered
+    assert unknown.returncode == 2 and key in unknown.stderr.replace("\n", " ")  # the known runs are offered
 
     resumed = subprocess.run([str(BIN / "raysitter"), "train", resume],
                              env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)

@@ -1,8 +1,11 @@
 """What a run shows in MLflow: artifacts written by the per-worker loop (in-process, real store)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
+import pytest
 
 from pipelines.worker import LocalSession, run_training
 
@@ -56,6 +59,56 @@ def test_ui_without_a_store_says_how_to_make_one(tmp_path, capsys):
 
     assert ui.main(["--output-dir", str(tmp_path / "none")]) == 2
     assert "raysitter train" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ui_refuses_a_taken_port_and_sigterm_stops_its_whole_process_tree(tmp_path, capsys):
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    from pipelines import ui
+    from tests.conftest import free_port
+
+    MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_experiments()  # a store to serve
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        assert ui.main(["--port", str(taken), "--output-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"port {taken}" in err and "--port" in err and "MLflow UI on" not in capsys.readouterr().out
+
+    port = free_port()
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "raysitter"), "ui", "--port", str(port), "--output-dir", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in proc.stdout:
+            if "MLflow UI on" in line:
+                break
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:  # answering once announced
+            assert r.status == 200
+        tree = descendants(proc.pid)
+        assert tree  # the mlflow server and its workers
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and "stopped" in out
+    alive = [pid for pid in tree if Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]]
+    assert not alive, [Path(f"/proc/{pid}/cmdline").read_text() for pid in alive]
+    assert ui.port_taken("127.0.0.1", port) is None
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (Linux /proc)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        for child in (task / "children").read_text().split():
+            found += [int(child), *descendants(int(child))]
+    return found
 
 
 def test_run_description_says_what_how_it_went_and_how_to_reproduce():

@@ -76,10 +76,22 @@ def test_a_failing_worker_ends_the_run_failed(ray_session, output_dir, fake_imag
     assert run.info.status == "FAILED"
 
 
-def test_training_leaves_no_tracking_uri_behind(ray_session, output_dir, monkeypatch):
-    """A later job (multirun) or child process must not inherit this run's store by accident."""
+def test_two_runs_with_one_name_both_train_from_scratch(ray_session, output_dir, monkeypatch, capsys):
+    """A reused tracking.run_name starts a fresh run (its own Ray storage), says how to continue
+    the earlier one, and leaves no tracking URI behind for a later job or child process."""
     import os
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    train.main(["trainer.epochs=1", "diagnostics=off"], prog="raysitter train")
+    for optimizer in ("adam", "sgd"):
+        train.main(["trainer.epochs=2", "diagnostics=off", "tracking.run_name=baseline", f"optimizer={optimizer}"], prog="raysitter train")
+    out = capsys.readouterr().out
+    assert "a run named 'baseline' exists already; this is a new run" in out and "resumed from" not in out
+    assert "raysitter train resume=baseline-" in out
+    client = MlflowClient(f"sqlite:///{output_dir / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("raysitter").experiment_id], order_by=["attributes.start_time"])
+    assert [r.data.params["optimizer._target_"] for r in runs] == ["torch.optim.Adam", "torch.optim.SGD"]
+    for run in runs:
+        assert run.info.status == "FINISHED" and run.info.run_name == "baseline"
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [1, 2]
+    assert len({run.data.tags["checkpoint"].split("/ray_results/")[1].split("/")[0] for run in runs}) == 2
     assert "MLFLOW_TRACKING_URI" not in os.environ
