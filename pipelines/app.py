@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+import re
 import sys
 from typing import Any
 
@@ -37,6 +38,54 @@ def conf_targets() -> frozenset[str]:
     return frozenset(value for f in CONF_DIR.rglob("*.yaml") for _, value in targets(yaml.safe_load(f.read_text()) or {}))
 
 
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _option(group: str, option: str) -> dict[str, Any]:
+    """An option file's own keys, after the options of its group it extends (trainer/gpu → default)."""
+    import yaml
+
+    path = CONF_DIR / group / f"{option}.yaml"
+    if not path.is_file():
+        return {}
+    node = yaml.safe_load(path.read_text()) or {}
+    base: dict[str, Any] = {}
+    for entry in node.get("defaults") or []:
+        if isinstance(entry, str) and entry != "_self_":
+            base = _merge(base, _option(group, entry.lstrip("/")) if "/" not in entry.lstrip("/") else {})
+    return _merge(base, {k: v for k, v in node.items() if k != "defaults"})
+
+
+def _primary(name: str) -> dict[str, Any]:
+    import yaml
+
+    node = yaml.safe_load((CONF_DIR / f"{name}.yaml").read_text()) or {}
+    base: dict[str, Any] = {}
+    for entry in node.get("defaults") or []:
+        if isinstance(entry, str) and entry != "_self_":
+            base = _merge(base, _primary(entry.lstrip("/")))
+    return _merge(base, {k: v for k, v in node.items() if k not in ("defaults", "hydra")})
+
+
+def declared_defaults(config_name: str, choices: dict[str, Any]) -> dict[str, Any]:
+    """The config as its files declare it, before any value override: each chosen option's
+    file at its group's place, then the primary config's own keys. What `pipelines.schema`
+    reads the declared type of every key from."""
+    tree: dict[str, Any] = {}
+    for group, option in choices.items():
+        if group.startswith("hydra") or "@" in group or not option:
+            continue
+        node = _option(group, str(option))
+        for part in reversed(group.split("/")):
+            node = {part: node}
+        tree = _merge(tree, node)
+    return _merge(tree, _primary(config_name))
+
+
 def rewrite_group_overrides(args: Sequence[str], conf_dir: Path = CONF_DIR) -> list[str]:
     """`model.activation=elu` → `model/activation=elu` when conf/model/activation/ is a group."""
     out = []
@@ -46,6 +95,33 @@ def rewrite_group_overrides(args: Sequence[str], conf_dir: Path = CONF_DIR) -> l
             arg = f"{key.replace('.', '/')}={value}"
         out.append(arg)
     return out
+
+
+def check_overrides(config_name: str, overrides: list[str]) -> None:
+    """Composes the config once to turn Hydra's composition errors (an unknown option, a key
+    that does not exist, bad override syntax) into one paragraph naming the key (UserError)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            compose(config_name=config_name, overrides=overrides)
+    except MissingConfigException as e:
+        missing = re.search(r"Could not find '([^']+)'", str(e))
+        path = missing.group(1) if missing else str(e).splitlines()[0]
+        group, _, option = path.rpartition("/")
+        options = sorted(f.stem for f in (CONF_DIR / group).glob("*.yaml")) if group else []
+        raise UserError(group.replace("/", ".") or "config", f"has no option {option!r} (no conf/{path}.yaml).",
+                        f"use one of {', '.join(options)}." if options else "check the name.") from None
+    except OverrideParseException as e:
+        raise UserError("command line", f"an override is not valid Hydra syntax ({str(e).splitlines()[0]}).",
+                        "write overrides as key=value; quote values with spaces or brackets for the shell, e.g. 'data.classes=[0,1]'.") from None
+    except ConfigCompositionException as e:
+        key = re.search(r"Could not override '([^']+)'", str(e))
+        if key:
+            raise UserError(key.group(1), "is not a key of this config (a typo?).",
+                            f"check the spelling: `raysitter {config_name.split('/')[0]} --cfg job` lists every key; a new key is added with +{key.group(1)}=VALUE.") from None
+        raise UserError("config", f"cannot be composed ({' '.join(str(e).split())[:300]}).", "check the overrides against --cfg job.") from None
 
 
 def hydra_app(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[..., Any]]:
@@ -66,8 +142,13 @@ def hydra_app(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Calla
         def run(argv: Sequence[str] | None = None, prog: str | None = None) -> Any:
             nonlocal entered
             entered = False
-            args = list(sys.argv[1:] if argv is None else argv)
-            sys.argv = [prog or sys.argv[0], *rewrite_group_overrides(args)]
+            args = rewrite_group_overrides(list(sys.argv[1:] if argv is None else argv))
+            sys.argv = [prog or sys.argv[0], *args]
+            if not any(a.startswith("-") for a in args):  # a plain run: Hydra's flags and -m keep their own handling
+                try:
+                    check_overrides(config_name, args)
+                except UserError as e:
+                    report_and_exit(e)
             try:
                 return hydra_task()
             except SystemExit as e:

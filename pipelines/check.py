@@ -75,7 +75,7 @@ def check(cfg: DictConfig) -> dict[str, Any]:
         log_results(tracker, report)
     console = Console(width=None if sys.stdout.isatty() else 150)
     print_table(report["results"], console)
-    console.print(f"MLflow run   {tracker.run_id}  ({tracker.uri})")
+    console.print(f"MLflow run   {tracker.run_id}  ({tracker.shown})")
     return report
 
 

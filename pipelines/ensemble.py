@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from components.tracking import redact
 from components.zoo import BundleError, load_bundle
 from components.zoo.registry import BUNDLE_PATH, DIGEST_TAG, ZooError, ZooRef, fetch, recorded_digest
 from pipelines import build, validate
@@ -48,7 +49,7 @@ def member_bundle(client: MlflowClient, uri: str, member: str, workdir: Path) ->
         try:
             run = client.get_run(member)
         except Exception:
-            raise UserError("members", f"run {member} is not in the tracking store {uri}.", "copy the run id from the MLflow UI or `raysitter train`'s summary.") from None
+            raise UserError("members", f"run {member} is not in the tracking store {redact(uri)}.", "copy the run id from the MLflow UI or `raysitter train`'s summary.") from None
         names = [f.path for f in client.list_artifacts(member, BUNDLE_PATH)]
         if not names:
             raise UserError("members", f"run {member} has no {BUNDLE_PATH}/ artifact (it did not finish its last epoch, or ran with tracking.log_bundle=false).", "pick runs that finished training.")
@@ -88,8 +89,9 @@ def ensemble(cfg: DictConfig) -> dict[str, float]:
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     config = validate.resolve(cfg)
+    validate.check_values(config)
     config["output_dir"] = validate.absolute(config["output_dir"])
-    validate.check_tracking(config)
+    validate.check_tracking(config, must_exist=True)
     uri = config["tracking"]["uri"]
     client = MlflowClient(uri, registry_uri=uri)
     members = [str(m) for m in config["members"] or []]
@@ -145,7 +147,7 @@ def ensemble(cfg: DictConfig) -> dict[str, float]:
         console.print(f"gain over the best single model (by val/acc): {metrics['ensemble/gain_over_best']:+.4f}   "
                       f"over the average single model: {metrics['ensemble/gain_over_mean']:+.4f}")
         tracker.client.log_text(tracker.run_id, console.export_text(), "ensemble.txt")
-    print(f"MLflow run   {tracker.run_id}  ({uri})   {time.perf_counter() - started:.1f} s", flush=True)
+    print(f"MLflow run   {tracker.run_id}  ({tracker.shown})   {time.perf_counter() - started:.1f} s", flush=True)
     return metrics
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from components.tracking import redact
 from components.zoo.registry import ZooError, ZooRef, fetch
 from components.zoo.transfer import STRATEGIES
 from pipelines import validate
@@ -34,7 +35,7 @@ def adopt_bundle(config: dict[str, Any]) -> None:
     uri = config["tracking"]["uri"]
     try:
         ref = ZooRef.parse(config["zoo"])
-        print(f"raysitter finetune: pulling {ref} from {uri} …", flush=True)
+        print(f"raysitter finetune: pulling {ref} from {redact(uri)} …", flush=True)
         path, version = fetch(uri, ref, Path(config["output_dir"]) / "zoo")
     except ZooError as e:
         raise UserError("zoo", f"{e}.", e.fix or "list the zoo with `raysitter zoo list` (same --tracking-uri), or push a run first: raysitter zoo push RUN_ID --name NAME.") from None

@@ -104,10 +104,12 @@ def load(name: str, output_dir: str, overrides: list[str], current: dict[str, An
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    from components.tracking import redact
+
     try:
         status = MlflowClient(config["tracking"]["uri"]).get_run(run_id).info.status
     except MlflowException as e:
-        raise UserError("resume", f"run {name!r} was tracked as MLflow run {run_id} in {config['tracking']['uri']}, "
+        raise UserError("resume", f"run {name!r} was tracked as MLflow run {run_id} in {redact(config['tracking']['uri'])}, "
                         f"which cannot be read ({str(e).splitlines()[0]}).",
                         "start the tracking server it used (or set tracking.uri back), or start a new run.") from None
     if status == "FINISHED":

@@ -26,6 +26,7 @@ def studies() -> list[str]:
 def run_study(cfg: DictConfig, name: str) -> str:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     config = validate.resolve(cfg)
+    validate.check_values(config)
     config["output_dir"] = validate.absolute(config["output_dir"])
     validate.check_tracking(config)
     overrides = list(HydraConfig.get().overrides.task)
@@ -36,7 +37,7 @@ def run_study(cfg: DictConfig, name: str) -> str:
         tracker.log_config({k: v for k, v in config.items() if k != "runner"})
         summary = build.make(config["runner"])(config, tracker)
     print(summary)
-    print(f"MLflow run   {tracker.run_id}  ({tracker.uri})", flush=True)
+    print(f"MLflow run   {tracker.run_id}  ({tracker.shown})", flush=True)
     return summary
 
 

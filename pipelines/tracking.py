@@ -14,7 +14,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 import yaml
 
-from components.tracking import ensure_experiment, environment_tags, flatten
+from components.tracking import ensure_experiment, environment_tags, flatten, redact
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 MAX_PARAM_LEN = 6000  # MLflow's limit for a param value is 6000 characters
@@ -24,10 +24,11 @@ class RunTracker:
     def __init__(self, config: dict[str, Any], run_name: str, tags: dict[str, str], resume_run_id: str | None = None) -> None:
         tracking = config["tracking"]
         self.uri = tracking["uri"]
-        self.client = MlflowClient(self.uri)
         artifact_root = None
         if self.uri.startswith("sqlite:///"):  # keep artifacts beside the embedded store, not in ./mlruns
             artifact_root = (Path(config["output_dir"]) / "mlartifacts").as_uri()
+            Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)  # the first run makes the store
+        self.client = MlflowClient(self.uri)
         self.experiment_id = ensure_experiment(self.client, tracking["experiment"], artifact_root)
         if resume_run_id:  # reopen a run an interrupted job left KILLED
             self.client.update_run(resume_run_id, status="RUNNING")
@@ -39,8 +40,15 @@ class RunTracker:
         self.run_id = self.run.info.run_id
         self.ended = False
 
+    @property
+    def shown(self) -> str:
+        """The tracking URI as printed: credentials masked."""
+        return redact(self.uri)
+
     def log_config(self, config: dict[str, Any]) -> None:
         public = {k: v for k, v in config.items() if not k.startswith("_")}
+        if isinstance(public.get("tracking"), dict):  # credentials in a URI are never logged
+            public["tracking"] = {**public["tracking"], "uri": redact(public["tracking"].get("uri"))}
         params = [
             mlflow.entities.Param(k, str(v)[:MAX_PARAM_LEN]) for k, v in sorted(flatten(public).items())
         ]
@@ -68,7 +76,7 @@ class RunTracker:
 
     def ui_hint(self) -> str:
         store = f" --backend-store-uri {self.uri}" if not self.uri.startswith("http") else ""
-        base = self.uri if self.uri.startswith("http") else "http://127.0.0.1:5000"
+        base = self.shown if self.uri.startswith("http") else "http://127.0.0.1:5000"
         opener = "" if self.uri.startswith("http") else f"raysitter ui{store}  then open "
         return f"{opener}{base}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
 

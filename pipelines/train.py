@@ -216,7 +216,7 @@ def print_summary(m: dict[str, float], tracker: RunTracker, checkpoint: str | No
         if f"{prefix}/test/acc" in m:
             print(f"{prefix:<12} val/acc {m[f'{prefix}/val/acc']:.4f}   test/acc {m[f'{prefix}/test/acc']:.4f}   "
                   f"(gain over the single model {m[f'{prefix}/gain_test_acc']:+.4f})")
-    print(f"MLflow run   {tracker.run_id}  ({tracker.uri})")
+    print(f"MLflow run   {tracker.run_id}  ({tracker.shown})")
     if checkpoint:
         print(f"checkpoint   {checkpoint}")
     print(f"open the UI  {tracker.ui_hint()}")

@@ -156,7 +156,7 @@ def print_summary(config: dict, trials: list[dict], best: dict, overrides: list[
     sets = [f"{k}={best[k]:.4g}" if isinstance(best[k], float) else f"{k}={best[k]}" for k in keys]
     epochs = s["stages"][-1]["epochs"]
     console.print(f"retrain the best:  raysitter train {' '.join(keep + sets)} trainer.epochs={epochs}", soft_wrap=True)
-    console.print(f"MLflow parent run  {tracker.run_id}  ({tracker.uri}, experiment {config['tracking']['experiment']})", soft_wrap=True)
+    console.print(f"MLflow parent run  {tracker.run_id}  ({tracker.shown}, experiment {config['tracking']['experiment']})", soft_wrap=True)
 
 
 def preflight(config: dict) -> None:

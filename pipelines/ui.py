@@ -25,7 +25,7 @@ import time
 from typing import Any
 import urllib.request
 
-from components.tracking import default_tracking_uri
+from components.tracking import default_tracking_uri, redact
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -48,7 +48,7 @@ def serve(argv: list[str] | None, prog: str, server: bool) -> int:
     uri = args.backend_store_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(output)
     host = getattr(args, "host", "127.0.0.1")
     if uri.startswith("http"):
-        print(f"raysitter {'server' if server else 'ui'}: {uri} is already a server; open it in a browser.")
+        print(f"raysitter {'server' if server else 'ui'}: {redact(uri)} is already a server; open it in a browser.")
         return 0
     if not server and uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         print(
@@ -95,7 +95,7 @@ def serve(argv: list[str] | None, prog: str, server: bool) -> int:
                 print(f"raysitter: the MLflow server on port {args.port} did not start (exit code {proc.poll()}; its own "
                       "message is above).", file=sys.stderr, flush=True)
                 return 1
-            print(f"MLflow {'tracking server' if server else 'UI'} on http://{shown}:{args.port}  (store {uri}; Ctrl-C stops it)", flush=True)
+            print(f"MLflow {'tracking server' if server else 'UI'} on http://{shown}:{args.port}  (store {redact(uri)}; Ctrl-C stops it)", flush=True)
             if server:
                 print(f"jobs log to it with: export MLFLOW_TRACKING_URI=http://{shown if host in LOOPBACK else '<this-host>'}:{args.port}", flush=True)
             proc.wait()

@@ -84,11 +84,72 @@ def check_data(config: dict) -> tuple[tuple[int, ...], int]:
         data["root"] = str(Path(os.path.expanduser(str(data["root"]))).resolve())
     try:
         return build.data_source(data).describe()
-    except DataNotFoundError as e:
-        raise UserError("data.root", str(e), "point data.root at the folder, or choose another dataset (data=digits).") from None
-    except Exception as e:  # constructor argument errors: unknown keys, bad values
+    except Exception as e:  # Hydra wraps the constructor's error: missing data, unknown keys, bad values
         cause = e.__cause__ or e
-        raise UserError("data", f"the dataset cannot be built: {cause}.", "check the data.* keys against conf/data/ (raysitter train --cfg job shows them).") from None
+        if isinstance(cause, DataNotFoundError):
+            raise UserError("data.root", f"{str(cause).rstrip('.')}.", "point data.root at the folder, or choose another dataset (data=digits).") from None
+        raise UserError("data", f"the dataset cannot be built: {str(cause).rstrip('.')}.", "check the data.* keys against conf/data/ (raysitter train --cfg job shows them).") from None
+
+
+def split_sizes(config: dict) -> tuple[int, int, int] | None:
+    """(train, val, test) image counts, checking what only the data shows: an image folder's
+    classes and a sample of its files (ImageFolderSource.scan). None where counting would mean
+    reading a large dataset (CIFAR-10: its fixed 50000/10000 split is checked by its reader)."""
+    data = config["data"]
+    source = build.data_source(data)
+    try:
+        if hasattr(source, "scan"):
+            n = sum(source.scan().values())
+            n_val, n_test = round(n * data["val_fraction"]), round(n * data["test_fraction"])
+            return n - n_val - n_test, n_val, n_test
+        if "Digits" in str(data["_target_"]) or "Synthetic" in str(data["_target_"]):
+            splits = build.load_splits(data, config["seed"])
+            return len(splits.train), len(splits.val), len(splits.test)
+    except DataNotFoundError as e:
+        raise UserError("data.root", f"{str(e).rstrip('.')}.", "fix the folder (one sub-folder of images per class, at least two classes), or point data.root at another.") from None
+    return None
+
+
+def check_splits(config: dict) -> tuple[int, int, int] | None:
+    sizes = split_sizes(config)
+    if sizes is None:
+        return None
+    for key, n, name in (("data.val_fraction", sizes[1], "validation"), ("data.test_fraction", sizes[2], "test"), ("data", sizes[0], "training")):
+        if n == 0:
+            fraction = config["data"].get(key.split(".")[-1]) if "." in key else None
+            raise UserError(key, f"leaves no {name} images ({sum(sizes)} images in all{f', × {fraction}' if fraction is not None else ''} rounds to 0).",
+                            f"raise {key} so that the {name} split gets images, or use more data." if fraction is not None else "use more data.")
+    return sizes
+
+
+def has_batch_norm(net: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
+
+
+def check_last_batch(config: dict, net: torch.nn.Module, input_shape: tuple[int, ...], n_train: int) -> None:
+    """A BatchNorm layer cannot normalise a batch of one in training: refuse a batch size that
+    would leave each worker's last batch a single image (and say which sizes work)."""
+    t = config["trainer"]
+    if not has_batch_norm(net) or build.is_full_batch(config["optimizer"]):
+        return
+    workers = t["num_workers"]
+    per_worker, batch = n_train // workers, t["batch_size"] // workers
+    if per_worker % batch != 1:
+        return
+    try:
+        net.train()
+        net(torch.rand(1, *input_shape))
+        return  # this model copes (e.g. BatchNorm2d over several pixels)
+    except (ValueError, RuntimeError):
+        pass
+    fits = [b * workers for b in range(max(2, batch - 16), batch + 17) if b != batch and per_worker % b != 1 and b <= per_worker]
+    near = min(fits, key=lambda b: abs(b - t["batch_size"])) if fits else None
+    raise UserError(
+        "trainer.batch_size",
+        f"is {t['batch_size']}: each of the {workers} worker(s) trains on {per_worker} images in batches of {batch}, "
+        "so its last batch is one image, and a BatchNorm layer cannot normalise a batch of one.",
+        f"pass trainer.batch_size={near}." if near else "change trainer.batch_size or the data size, or turn batch norm off.",
+    )
 
 
 @contextmanager
@@ -149,22 +210,48 @@ def check_ensembling(config: dict) -> None:
         )
 
 
-def check_tracking(config: dict) -> None:
+def check_tracking(config: dict, must_exist: bool = False) -> None:
+    """The store is a database or server that answers; nothing is created here. `must_exist`:
+    a command that reads runs or the zoo needs a store that holds them already."""
     tracking = config["tracking"]
     tracking["uri"] = tracking.get("uri") or default_tracking_uri(config["output_dir"])
+    uri = tracking["uri"]
     try:
-        check_reachable(tracking["uri"])
+        check_reachable(uri)
     except TrackingUnreachableError as e:
         raise UserError(
             "tracking.uri",
             f"{e}.",
             "start the server (raysitter ui, or mlflow server --host 127.0.0.1 --port 5000) or pass another "
-            "tracking.uri; leave it unset (and unset MLFLOW_TRACKING_URI) for the embedded local store.",
+            "tracking.uri (sqlite:///PATH/mlflow.db or http://HOST:PORT); leave it unset (and unset MLFLOW_TRACKING_URI) "
+            "for the embedded local store.",
         ) from None
+    if must_exist and uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        raise UserError("tracking.uri", f"there is no MLflow store at {uri} yet, so it holds no runs or zoo models.",
+                        "train something first (raysitter train), or set RAYSITTER_OUTPUT_DIR / tracking.uri to the store your runs went to.")
 
 
 def absolute(path: str) -> str:
     return str(Path(os.path.expanduser(str(path))).resolve())
+
+
+def declared() -> dict[str, Any]:
+    """What the running Hydra app's config files declare (empty outside a Hydra app)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from pipelines.app import declared_defaults
+
+    if not HydraConfig.initialized():
+        return {}
+    hc = HydraConfig.get()
+    return declared_defaults(str(hc.job.config_name), dict(hc.runtime.choices))
+
+
+def check_values(config: dict[str, Any]) -> None:
+    """Declared types, documented ranges and the rules across keys (pipelines.schema)."""
+    from pipelines import schema
+
+    schema.check(config, declared())
 
 
 def prepare(cfg: DictConfig, adjust: Callable[[dict], None] | None = None) -> tuple[dict[str, Any], torch.nn.Module]:
@@ -172,12 +259,16 @@ def prepare(cfg: DictConfig, adjust: Callable[[dict], None] | None = None) -> tu
     Ray workers) and the model it describes, built once on the driver. `adjust(config)` runs
     once the tracking store is known (fine-tuning pulls its zoo bundle there)."""
     config = resolve(cfg)
+    check_values(config)
     config["output_dir"] = absolute(config["output_dir"])
-    if adjust is not None:
-        check_tracking(config)
-        adjust(config)
     check_numbers(config)
     input_shape, num_classes = check_data(config)
+    sizes = check_splits(config)
+    if adjust is not None:
+        check_tracking(config, must_exist=True)
+        adjust(config)
     net = check_components(config, input_shape, num_classes)
+    if sizes:
+        check_last_batch(config, net, input_shape, sizes[0])
     check_tracking(config)
     return config, net

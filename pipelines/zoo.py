@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any
 
-from components.tracking import TrackingUnreachableError, check_reachable, default_tracking_uri
+from components.tracking import TrackingUnreachableError, check_reachable, default_tracking_uri, redact
 from components.zoo import BundleError
 from components.zoo.registry import ZooError, ZooRef
 from pipelines.errors import UserError, refuse_artifact, report_and_exit
@@ -59,9 +59,9 @@ def cmd_list(args: argparse.Namespace, uri: str) -> int:
 
     versions = list_versions(client_for(uri), args.name)
     if not versions:
-        print(f"the zoo at {uri} is empty" + (f" for {args.name}" if args.name else "") + "; add a model with raysitter zoo push RUN_ID --name NAME")
+        print(f"the zoo at {redact(uri)} is empty" + (f" for {args.name}" if args.name else "") + "; add a model with raysitter zoo push RUN_ID --name NAME")
         return 0
-    table = Table(title=f"model zoo ({uri})")
+    table = Table(title=f"model zoo ({redact(uri)})")
     for column in ("name", "version", "aliases", "dataset", "classes", "model", "val/acc", "test/acc", "created", "run"):
         table.add_column(column)
     for v in versions:

@@ -1,50 +1,207 @@
-"""Bad input is refused before Ray starts: one paragraph naming the key, exit code 2, and
-nothing written."""
+"""Mistaken command lines are refused before anything starts: exit 2, one paragraph naming the
+key and the fix, no traceback, no Ray, no MLflow run, nothing written. A corpus across every
+command and config group (in-process, with Ray's and the runs' entry points watched), and a
+few through the installed console script."""
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
+import re
 import subprocess
 import sys
 
 import pytest
 
-from pipelines import train
+RAYSITTER = str(Path(sys.executable).parent / "raysitter")
+RUN_ID = "0123456789abcdef0123456789abcdef"
 
-BAD_INPUT = [
-    (["optimizer=nope"], "optimizer/nope"),
-    (["optimizer.lr=-1"], "optimizer.lr"),
-    (["optimizer.lr=0"], "optimizer.lr"),
-    (["trainer.epochs=0"], "trainer.epochs"),
-    (["trainer.num_workers=0"], "trainer.num_workers"),
-    (["trainer.num_workers=3", "trainer.batch_size=128"], "trainer.batch_size"),
-    (["trainer.placement_strategy=EVERYWHERE"], "trainer.placement_strategy"),
-    (["data=cifar10", "data.root=/nonexistent/cifar"], "data.root"),
-    (["data=imagefolder"], "data.root"),
-    (["tracking.uri=http://127.0.0.1:9"], "tracking.uri"),
-    (["model.activation=swishy"], "model/activation/swishy"),
+
+@pytest.fixture(scope="module")
+def bad_data(tmp_path_factory) -> dict[str, Path]:
+    """Image folders that are wrong in the ways a user's own data is: one class, an
+    undecodable file, a class folder without images; a text file posing as a store."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("bad-data")
+    folders = {"one_class": ["a"], "undecodable": ["a", "b"], "empty_class": ["a", "b"]}
+    for name, classes in folders.items():
+        for cls in classes:
+            (root / name / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / name / "a" / f"{i}.png")
+    (root / "undecodable" / "b" / "0.png").write_bytes(b"not an image")
+    (root / "empty_class" / "b" / "notes.txt").write_text("no images here")
+    (root / "notes.txt").write_text("not a database")
+    return {**{name: root / name for name in folders}, "text_file": root / "notes.txt", "folder": root}
+
+
+# (command, arguments, the key the paragraph must name, the store exists beforehand)
+CORPUS = [
+    ("train", ["optimizer=nope"], "optimizer", False),
+    ("train", ["model.activation=swishy"], "model.activation", False),
+    ("train", ["init=nope"], "init", False),
+    ("train", ["optimizer.lr=-1"], "optimizer.lr", False),
+    ("train", ["optimizer.lr=0"], "optimizer.lr", False),
+    ("train", ["optimizer.lr=true"], "optimizer.lr", False),
+    ("train", ["optimizer.lr=fast"], "optimizer.lr", False),
+    ("train", ["optimizer.lr=["], "command line", False),
+    ("train", ["optimizer=sgd", "optimizer.momentum=1.5"], "optimizer.momentum", False),
+    ("train", ["optimizer.betas=[0.9]"], "optimizer.betas", False),
+    ("train", ["trainer.epochs=0"], "trainer.epochs", False),
+    ("train", ["trainer.epochs=2.5"], "trainer.epochs", False),
+    ("train", ["trainer.epoch=3"], "trainer.epoch", False),
+    ("train", ["trainer.num_workers=0"], "trainer.num_workers", False),
+    ("train", ["trainer.num_workers=3", "trainer.batch_size=128"], "trainer.batch_size", False),
+    ("train", ["trainer.placement_strategy=EVERYWHERE"], "trainer.placement_strategy", False),
+    ("train", ["trainer.precision=fp8"], "trainer.precision", False),
+    ("train", ["trainer.max_failures=-5"], "trainer.max_failures", False),
+    ("train", ["trainer.checkpoints_to_keep=0"], "trainer.checkpoints_to_keep", False),
+    ("train", ["trainer.report_interval_s=0"], "trainer.report_interval_s", False),
+    ("train", ["trainer.use_gpu=maybe"], "trainer.use_gpu", False),
+    ("train", ["seed=-1"], "seed", False),
+    ("train", ["data=cifar10", "data.root=/nonexistent/cifar"], "data.root", False),
+    ("train", ["data=imagefolder"], "data.root", False),
+    ("train", ["data=imagefolder", "data.root={one_class}"], "data.root", False),
+    ("train", ["data=imagefolder", "data.root={undecodable}"], "data.root", False),
+    ("train", ["data=imagefolder", "data.root={empty_class}"], "data.root", False),
+    ("train", ["data=imagefolder", "data.root={one_class}", "data.channels=2"], "data.channels", False),
+    ("train", ["data.val_fraction=0"], "data.val_fraction", False),
+    ("train", ["data.val_fraction=0.0001"], "data.val_fraction", False),
+    ("train", ["data.val_fraction=0.6", "data.test_fraction=0.5"], "data.val_fraction", False),
+    ("train", ["data.classes=[3]"], "data.classes", False),
+    ("train", ["data.classes=[1,12]"], "data.classes", False),
+    ("train", ["data.train_per_class=0"], "data.train_per_class", False),
+    ("train", ["data=synthetic", "data.num_classes=1"], "data.num_classes", False),
+    ("train", ["model.dropout=1.5"], "model.dropout", False),
+    ("train", ["model.hidden=64"], "model.hidden", False),
+    ("train", ["model=convnet", "model.pool=average"], "model.pool", False),
+    ("train", ["model.batch_norm=true", "trainer.batch_size=8"], "trainer.batch_size", False),
+    ("train", ["scheduler=step", "scheduler.step_size=0"], "scheduler.step_size", False),
+    ("train", ["scheduler.interval=batch"], "scheduler.interval", False),
+    ("train", ["scheduler=exponential", "scheduler.gamma=-0.5"], "scheduler.gamma", False),
+    ("train", ["augment=rotate", "augment.degrees=yes"], "augment.degrees", False),
+    ("train", ["augment=flip", "augment.p=2"], "augment.p", False),
+    ("train", ["preprocess.mode=whiten"], "preprocess.mode", False),
+    ("train", ["ensembling=snapshots"], "ensembling", False),
+    ("train", ["ensembling=ema", "ensembling.decay=1.5"], "ensembling.decay", False),
+    ("train", ["diagnostics.every_n_steps=0"], "diagnostics.every_n_steps", False),
+    ("train", ["tracking.uri=http://127.0.0.1:9"], "tracking.uri", False),
+    ("train", ["tracking.uri={folder}"], "tracking.uri", False),
+    ("train", ["tracking.uri=sqlite:///{text_file}"], "tracking.uri", False),
+    ("train", ["tracking.experiment="], "tracking.experiment", False),
+    ("train", ["tracking.run_name=my/run"], "tracking.run_name", False),
+    ("train", ['tracking.register_as="o\'brien"'], "tracking.register_as", False),
+    ("train", ["tracking.register_as=digits", "tracking.register_alias=latest"], "tracking.register_alias", False),
+    ("train", ["resume=no-such-run"], "resume", False),
+    ("train", ["resume=../../etc"], "resume", False),
+    ("check", ["check.examples=1"], "check.examples", False),
+    ("check", ["check.lr_range.low=1", "check.lr_range.high=0.1"], "check.lr_range.high", False),
+    ("check", ["check.overfit_steps=0"], "check.overfit_steps", False),
+    ("check", ["check.overfit_examples=600"], "check.overfit_examples", False),
+    ("tune", ["search.metric=val/accuracy"], "search.metric", False),
+    ("tune", ["search.metric=val/loss"], "search.mode", False),
+    ("tune", ["search.mode=maximum"], "search.mode", False),
+    ("tune", ["search.method=grid", "search.grid_points=1"], "search.grid_points", False),
+    ("tune", ["search.stages=[{samples:0,epochs:1}]"], "search.stages", False),
+    ("tune", ["search.max_concurrent=0"], "search.max_concurrent", False),
+    ("tune", ["search.scheduler=hyperband"], "search.scheduler", False),
+    ("tune", ["search.top_k=20"], "search.top_k", False),
+    ("tune", ["search.grace_period=5", "search=smoke", "search.scheduler=asha"], "search.grace_period", False),
+    ("tune", ["search.trial_backend=function", "trainer.num_workers=2"], "search.trial_backend", False),
+    ("tune", ["+search.space.optimizer.lrr={loguniform:[1e-4,1e-1]}"], "search.space", False),
+    ("tune", ["resume=no-such-sweep"], "resume", False),
+    ("tune", ["sweep_name=a/b"], "sweep_name", False),
+    ("finetune", [], "zoo", False),
+    ("finetune", ["zoo=bad name"], "zoo", False),
+    ("finetune", ["zoo=x", "finetune.strategy=everything"], "finetune.strategy", False),
+    ("finetune", ["zoo=x", "finetune.lr_scale=2"], "finetune.lr_scale", False),
+    ("finetune", ["zoo=nosuch@champion"], "tracking.uri", False),
+    ("finetune", ["zoo=nosuch@champion"], "zoo", True),
+    ("ensemble", [f"members=[{RUN_ID}]"], "members", True),
+    ("ensemble", [f"members=[{RUN_ID},nosuch@x]"], "members", True),
+    ("ensemble", ["members=[a@b,\"x'y\"]"], "members", True),
+    ("ensemble", ["sweep=nosuch"], "sweep", True),
+    ("ensemble", ["sweep=x", "top_k=0"], "top_k", True),
+    ("ensemble", ["members=[a@b,c@d]"], "tracking.uri", False),
+    ("study", ["nosuch"], "study NAME", False),
+    ("study", ["random_vs_grid", "budget=0"], "budget", False),
+    ("study", ["init", "depth=ten"], "depth", False),
+    ("zoo", ["pull", "bad name"], "zoo pull", True),
+    ("zoo", ["push", RUN_ID, "--name", "o'brien"], "zoo push", True),
+    ("zoo", ["list"], "--output-dir", False),
+    ("ui", ["--port", "70000"], "--port", True),
 ]
 
 
-@pytest.mark.parametrize("overrides,key", BAD_INPUT, ids=[" ".join(o) for o, _ in BAD_INPUT])
-def test_bad_input_exits_2_naming_the_key(overrides, key, output_dir, capsys):
+def materialise(args: list[str], bad_data: dict[str, Path]) -> list[str]:
+    for name, path in bad_data.items():
+        args = [a.replace(f"{{{name}}}", str(path)) for a in args]
+    return args
+
+
+@pytest.fixture
+def watched(monkeypatch):
+    """Records any start of Ray or of an MLflow run (either would be a failure here)."""
+    import ray
+
+    from pipelines import ray_runner, tracking
+
+    started: list[str] = []
+    monkeypatch.setattr(ray, "init", lambda *a, **k: started.append("ray.init"))
+    monkeypatch.setattr(ray_runner, "init_ray", lambda *a, **k: started.append("init_ray"))
+    monkeypatch.setattr(tracking.RunTracker, "__init__", lambda *a, **k: started.append("MLflow run"))
+    return started
+
+
+@pytest.mark.parametrize("command,args,key,store", CORPUS, ids=[f"{c} {' '.join(a)}" for c, a, _, _ in CORPUS])
+def test_a_mistaken_command_is_refused_before_anything_starts(command, args, key, store, bad_data, output_dir, watched, capsys):
+    if store:  # an empty embedded store, for the commands that read one
+        from mlflow.tracking import MlflowClient
+
+        output_dir.mkdir(parents=True)
+        MlflowClient(f"sqlite:///{output_dir / 'mlflow.db'}").search_experiments()
+    args = materialise(args, bad_data)
+    argv = args if command not in ("zoo", "ui") else ["--output-dir", str(output_dir), *args] if command == "zoo" else [*args, "--output-dir", str(output_dir)]
+    module = importlib.import_module(f"pipelines.{command}")
     with pytest.raises(SystemExit) as exit_info:
-        train.main(overrides, prog="raysitter train")
-    assert exit_info.value.code == 2
+        raise SystemExit(module.main(argv, prog=f"raysitter {command}"))
     err = capsys.readouterr().err
-    assert key in err
+    assert exit_info.value.code == 2, err
     assert "Traceback" not in err
-    assert not output_dir.exists(), "a refused config must leave nothing behind"
+    paragraph = " ".join(err.split())
+    assert f"raysitter: error in `{key}`" in paragraph and " Fix: " in paragraph, err
+    assert err.strip().count("\n\n") == 0  # one paragraph
+    assert watched == []
+    left = sorted(p.name for p in output_dir.iterdir()) if output_dir.exists() else []
+    assert left == (["mlflow.db"] if store else []), "a refused command must leave nothing behind"
 
 
-def test_console_script_reports_error_paragraph(tmp_path):
-    env = {**os.environ, "RAYSITTER_OUTPUT_DIR": str(tmp_path / "out")}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    exe = Path(sys.executable).parent / "raysitter"
-    proc = subprocess.run([str(exe), "train", "trainer.epochs=0"], capture_output=True, text=True, env=env, timeout=120)
+def test_credentials_in_a_tracking_uri_are_never_printed(output_dir, watched, capsys):
+    from pipelines import train
+
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["tracking.uri=http://alice:s3cret@127.0.0.1:9"], prog="raysitter train")
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "tracking.uri" in err and "s3cret" not in err and "***@127.0.0.1:9" in err
+
+
+CONSOLE = [
+    (["train", "trainer.epochs=0"], "trainer.epochs"),
+    (["tune", "search.mode=maximum"], "search.mode"),
+    (["finetune", "zoo=x", "finetune.strategy=all"], "finetune.strategy"),
+]
+
+
+@pytest.mark.parametrize("args,key", CONSOLE, ids=[" ".join(a) for a, _ in CONSOLE])
+def test_the_console_script_refuses_with_one_paragraph(args, key, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    env.update(RAYSITTER_OUTPUT_DIR=str(tmp_path / "out"), RAY_TMPDIR=str(tmp_path / "ray"))
+    proc = subprocess.run([RAYSITTER, *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert proc.returncode == 2
-    assert "error in `trainer.epochs`" in proc.stderr and "Fix:" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert re.search(rf"error in `{re.escape(key)}`", proc.stderr) and "Fix:" in proc.stderr and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no output folder, no Ray session folder
 
 
 def test_unknown_pipeline_exits_2(capsys):
@@ -57,40 +214,35 @@ def test_unknown_pipeline_exits_2(capsys):
 
 
 def test_hydra_flags_still_work(capsys):
+    from pipelines import train
+
     train.main(["--cfg", "job", "optimizer=sgd", "model.activation=tanh"], prog="raysitter train")
     out = capsys.readouterr().out
     assert "torch.optim.SGD" in out and "torch.nn.Tanh" in out
 
 
-ZOO_BAD_INPUT = [
-    ("finetune", ["zoo=nosuch@champion"], "`zoo`"),
-    ("finetune", ["zoo=bad name"], "`zoo`"),
-    ("finetune", ["zoo=x", "finetune.strategy=everything"], "finetune.strategy"),
-    ("finetune", ["zoo=x", "finetune.lr_scale=2"], "finetune.lr_scale"),
-    ("finetune", [], "zoo"),
-    ("ensemble", ["members=[0123456789abcdef0123456789abcdef]"], "members"),
-    ("ensemble", ["members=[0123456789abcdef0123456789abcdef,nosuch@x]"], "members"),
-    ("ensemble", ["sweep=nosuch"], "sweep"),
-    ("train", ["ensembling=snapshots"], "ensembling"),
-    ("train", ["ensembling=ema", "ensembling.decay=1.5"], "ensembling"),
-]
+def test_a_value_of_the_declared_type_passes(compose_train):
+    """The declared types accept what the option files and the README use (a whole number for
+    a float, lists, nulls) for every option of every group."""
+    from omegaconf import OmegaConf
 
+    from pipelines import schema
+    from pipelines.app import CONF_DIR, declared_defaults
 
-@pytest.mark.parametrize("pipeline,overrides,key", ZOO_BAD_INPUT, ids=[f"{p} {' '.join(o)}" for p, o, _ in ZOO_BAD_INPUT])
-def test_zoo_pipelines_refuse_bad_input_naming_the_key(pipeline, overrides, key, output_dir, capsys):
-    import importlib
-
-    module = importlib.import_module(f"pipelines.{pipeline}")
-    with pytest.raises(SystemExit) as exit_info:
-        module.main(overrides, prog=f"raysitter {pipeline}")
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert key in err and "Traceback" not in err
+    groups = ["data", "preprocess", "augment", "init", "model", "optimizer", "scheduler", "diagnostics", "ensembling", "trainer"]
+    for group in groups:
+        for option in sorted(f.stem for f in (CONF_DIR / group).glob("*.yaml")):
+            overrides = [f"{group}={option}", "optimizer.lr=1"] + (["data.root=/tmp"] if option in ("cifar10", "imagefolder") else [])
+            config = OmegaConf.to_container(compose_train(overrides), resolve=True)
+            choices = {"data": "digits", "preprocess": "per_channel", "augment": "none", "init": "default", "model": "mlp",
+                       "model/activation": "relu", "optimizer": "adam", "scheduler": "constant", "diagnostics": "default",
+                       "ensembling": "none", "trainer": "default", "tracking": "default", group: option}
+            schema.check(config, declared_defaults("train", choices))
 
 
 def test_zoo_command_without_a_store_says_so(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI",)}
     env["RAYSITTER_OUTPUT_DIR"] = str(tmp_path / "empty")
-    result = subprocess.run([str(Path(sys.executable).parent / "raysitter"), "zoo", "list"], env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([RAYSITTER, "zoo", "list"], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "--output-dir" in result.stderr and "raysitter train" in result.stderr
     assert not (tmp_path / "empty" / "mlflow.db").exists()

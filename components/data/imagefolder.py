@@ -48,6 +48,33 @@ class ImageFolderSource:
             raise ValueError(f"loader_workers must be ≥ 0, got {loader_workers}")
         self.in_memory, self.loader_workers = in_memory, loader_workers
 
+    def scan(self, decode_per_class: int = 2) -> dict[str, int]:
+        """Images per class, after checking what training would trip over later: at least two
+        class folders, every one holding images, and the first `decode_per_class` of each
+        decoding. Raises DataNotFoundError naming the folder or file."""
+        from PIL import Image
+        from torchvision.datasets.folder import IMG_EXTENSIONS
+
+        classes = sorted(p for p in self.root.iterdir() if p.is_dir())
+        if len(classes) < 2:
+            raise DataNotFoundError(
+                f"image folder {self.root} has {len(classes)} class sub-folder(s) ({', '.join(c.name for c in classes) or 'none'}); "
+                "a classifier needs at least two (ROOT/cat/…, ROOT/dog/…)"
+            )
+        counts = {}
+        for folder in classes:
+            files = sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in IMG_EXTENSIONS)
+            if not files:
+                raise DataNotFoundError(f"class folder {folder} holds no image files ({', '.join(IMG_EXTENSIONS)})")
+            for f in files[:decode_per_class]:
+                try:
+                    with Image.open(f) as img:
+                        img.load()
+                except Exception as e:
+                    raise DataNotFoundError(f"{f} cannot be decoded as an image ({type(e).__name__}: {e})") from None
+            counts[folder.name] = len(files)
+        return counts
+
     def describe(self) -> tuple[tuple[int, int, int], int]:
         """(input shape, number of classes) from the folder names, without reading images."""
         classes = [p for p in self.root.iterdir() if p.is_dir()]

@@ -8,6 +8,7 @@ from components.tracking.mlflow_utils import (
     ensure_experiment,
     environment_tags,
     flatten,
+    redact,
     scoped_tracking_uri,
 )
 
@@ -20,5 +21,6 @@ __all__ = [
     "ensure_experiment",
     "environment_tags",
     "flatten",
+    "redact",
     "scoped_tracking_uri",
 ]

@@ -25,30 +25,60 @@ class TrackingUnreachableError(ConnectionError):
     """The MLflow tracking store cannot be reached or created."""
 
 
+def redact(uri: str | None) -> str:
+    """A tracking URI as it may be printed or logged: credentials (`user:secret@`) and a
+    `?token=` style query masked."""
+    if not uri:
+        return str(uri)
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(str(uri))
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = "***" if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
 def default_tracking_uri(output_dir: str | os.PathLike) -> str:
     """The embedded store: a SQLite file (the Model Registry needs a database) in the output folder."""
     return f"sqlite:///{Path(output_dir).resolve() / 'mlflow.db'}"
 
 
+DATABASE_SCHEMES = ("postgresql", "mysql", "mssql", "databricks")  # stores MLflow reaches by itself
+
+
 def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
-    """Raises TrackingUnreachableError unless an http(s) server answers /health or a local
-    store's folder can be created."""
+    """Raises TrackingUnreachableError unless an http(s) server answers /health, an SQLite
+    store is an SQLite database (or can be created: checked without creating anything), or
+    the URI names another database MLflow supports."""
     if uri.startswith(("http://", "https://")):
         try:
             with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as r:
                 if r.status == 200:
                     return
-                raise TrackingUnreachableError(f"{uri}/health answered HTTP {r.status}")
+                raise TrackingUnreachableError(f"{redact(uri)}/health answered HTTP {r.status}")
         except (urllib.error.URLError, OSError, ValueError) as e:
-            raise TrackingUnreachableError(f"no MLflow server answers at {uri} ({getattr(e, 'reason', e)})") from e
+            raise TrackingUnreachableError(f"no MLflow server answers at {redact(uri)} ({getattr(e, 'reason', e)})") from e
     elif uri.startswith("sqlite:///"):
-        folder = Path(uri.removeprefix("sqlite:///")).parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise TrackingUnreachableError(f"cannot create the folder {folder} for {uri} ({e})") from e
-        if not os.access(folder, os.W_OK):
-            raise TrackingUnreachableError(f"the folder {folder} for {uri} is not writable")
+        path = Path(uri.removeprefix("sqlite:///"))
+        if path.exists():
+            if not path.is_file() or path.open("rb").read(16) != b"SQLite format 3\x00":
+                raise TrackingUnreachableError(f"{path} exists but is not an SQLite database")
+            if not os.access(path, os.W_OK):
+                raise TrackingUnreachableError(f"the store {path} is not writable")
+            return
+        folder = path.parent  # created with the first run: nothing is written before then
+        while not folder.exists():
+            folder = folder.parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise TrackingUnreachableError(f"cannot create {path}: {folder} is not a writable folder")
+    elif not uri.startswith(DATABASE_SCHEMES):
+        raise TrackingUnreachableError(
+            f"{redact(uri)} is not a tracking store raysitter can use: it needs a database (sqlite:///PATH/mlflow.db, "
+            "postgresql://…, mysql://…) or an MLflow server (http://HOST:PORT); a plain folder or file:// store has no "
+            "model registry"
+        )
 
 
 @contextmanager
