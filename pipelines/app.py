@@ -5,7 +5,8 @@
   `model/activation=elu`), so every choice reads like a config key;
 - a `UserError` prints one paragraph and exits 2; Hydra's own composition errors (an unknown
   group option, a bad override) also exit 2; a model bundle that fails verification is refused
-  with exit 1; failures while running exit 1.
+  with exit 1; failures while running exit 1. In a multirun a failing job is recorded and the
+  others run; the summary lists it and the command exits 1.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import conf
 from components.zoo import BundleError
+from pipelines import multirun
 from pipelines.errors import UserError, refuse_artifact, report_and_exit
 
 CONF_DIR = Path(conf.__file__).parent
@@ -133,11 +135,17 @@ def hydra_app(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Calla
             nonlocal entered
             entered = True
             try:
-                return task(cfg)
-            except UserError as e:
-                report_and_exit(e)
-            except BundleError as e:
-                refuse_artifact(e)
+                try:
+                    return task(cfg)
+                except UserError as e:
+                    report_and_exit(e)
+                except BundleError as e:
+                    refuse_artifact(e)
+            except (SystemExit, Exception) as e:  # a multirun goes on with its other jobs
+                if not multirun.in_multirun() or isinstance(e, SystemExit) and e.code in (0, None):
+                    raise
+                multirun.job_failed(e)
+                return None
 
         def run(argv: Sequence[str] | None = None, prog: str | None = None) -> Any:
             nonlocal entered
@@ -149,12 +157,16 @@ def hydra_app(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Calla
                     check_overrides(config_name, args)
                 except UserError as e:
                     report_and_exit(e)
+            multirun.FAILED.clear()
             try:
-                return hydra_task()
+                result = hydra_task()
             except SystemExit as e:
                 if e.code not in (0, None) and not entered:
                     raise SystemExit(2) from None  # Hydra refused the config or the overrides
                 raise
+            if multirun.FAILED:  # the summary has listed them; the command as a whole failed
+                raise SystemExit(1)
+            return result
 
         run.task = task  # the undecorated pipeline, for tests
         return run

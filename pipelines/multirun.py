@@ -1,7 +1,10 @@
 """Hydra multirun (`raysitter train -m a=1,2 b=x,y`): every job's MLflow run carries the tag
-`raysitter.multirun` (the sweep folder), and a summary table of the group is printed at the end."""
+`raysitter.multirun` (the sweep folder), and a summary table of the group is printed at the end.
+A job that fails (refused input, a failed or diverged run) does not stop the others: it is
+recorded here, listed in the summary, and the command exits 1."""
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -9,6 +12,26 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+
+
+FAILED: list[dict[str, str]] = []  # this process's failed jobs: job number, overrides, reason
+
+
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def job_failed(error: BaseException) -> None:
+    hc = HydraConfig.get()
+    if isinstance(error, SystemExit):
+        reason = {1: "failed", 2: "refused (see the error above)", 130: "interrupted"}.get(error.code, f"exit {error.code}")  # type: ignore[arg-type]
+    else:
+        import traceback
+
+        traceback.print_exception(error)
+        reason = f"{type(error).__name__}: {error}"
+    FAILED.append({"job": str(hc.job.num), "overrides": " ".join(hc.overrides.task), "reason": reason})
+    print(f"raysitter: multirun job {hc.job.num} ({' '.join(hc.overrides.task)}) {reason}; going on with the others", file=sys.stderr, flush=True)
 
 
 def group_tags() -> dict[str, str]:
@@ -31,16 +54,20 @@ class MultirunSummary(Callback):
 
         uri = OmegaConf.select(config, "tracking.uri") or default_tracking_uri(OmegaConf.select(config, "output_dir"))
         client = MlflowClient(uri)
-        exp = client.get_experiment_by_name(OmegaConf.select(config, "tracking.experiment"))
-        if exp is None:
-            return
         group = str(OmegaConf.select(config, "hydra.sweep.dir"))
-        runs = client.search_runs([exp.experiment_id], f"tags.`raysitter.multirun` = '{group}'")
-        table = Table(title=f"multirun {group}: {len(runs)} runs")
+        runs = []
+        if uri.startswith("http") or not uri.startswith("sqlite:///") or os.path.exists(uri.removeprefix("sqlite:///")):
+            exp = client.get_experiment_by_name(OmegaConf.select(config, "tracking.experiment"))
+            runs = client.search_runs([exp.experiment_id], f"tags.`raysitter.multirun` = '{group}'") if exp else []
+        with_run = {run.data.tags.get("raysitter.multirun.job") for run in runs}
+        table = Table(title=f"multirun {group}: {len(runs)} runs" + (f", {len(FAILED)} failed job(s)" if FAILED else ""))
         for col in ("job", "overrides", "status", "val/acc", "test/acc", "run id"):
             table.add_column(col)
         for run in sorted(runs, key=lambda r: int(r.data.tags.get("raysitter.multirun.job", 0))):
             m = run.data.metrics
             table.add_row(run.data.tags.get("raysitter.multirun.job", "?"), run.data.tags.get("hydra.overrides", ""), run.info.status,
                           f"{m['val/acc']:.4f}" if "val/acc" in m else "-", f"{m['test/acc']:.4f}" if "test/acc" in m else "-", run.info.run_id)
+        for job in FAILED:  # jobs refused before they opened a run
+            if job["job"] not in with_run:
+                table.add_row(job["job"], job["overrides"], job["reason"].upper() if " " not in job["reason"] else job["reason"], "-", "-", "-")
         Console(width=None if sys.stdout.isatty() else 150).print(table)

@@ -190,6 +190,32 @@ def sweep_state(config: dict, choices: dict) -> tuple[dict, Path, bool]:
     return {"name": name, "config": config, "stages": [], "parent_run_id": None}, path, False
 
 
+def run_stages(config: dict, space: dict[str, Dist], state: dict, state_path: Path, tracker: RunTracker,
+               resuming: bool) -> tuple[list[dict], list[str]]:
+    """Every stage not done yet, each narrowing the space for the next; the state file is
+    rewritten after each stage. Returns all trials and the narrowing log."""
+    trials: list[dict] = [t for st in state["stages"] for t in st["trials"]]
+    narrowing: list[str] = [st["narrowing"] for st in state["stages"]]
+    for stage in range(1, len(config["search"]["stages"]) + 1):
+        if stage <= len(state["stages"]):
+            space = {k: Dist(d["kind"], tuple(d["args"])) for k, d in state["stages"][stage - 1]["next_space"].items()}
+            continue
+        stage_trials = run_stage(config, space, stage, state, tracker, restore=resuming)
+        s = config["search"]
+        last = stage == len(s["stages"])
+        new_space = space if last else narrow(space, stage_trials, s["metric"], s["mode"], s["top_k"], s["margin"])
+        line = f"stage {stage} → {stage + 1}: " + "; ".join(f"{k}: {space[k].describe()} → {new_space[k].describe()}" for k in space)
+        if last:
+            line = f"stage {stage} (last): " + describe(space)
+        console.print(line)
+        trials += stage_trials
+        narrowing.append(line)
+        state["stages"].append({"trials": stage_trials, "narrowing": line, "next_space": {k: {"kind": d.kind, "args": list(d.args)} for k, d in new_space.items()}})
+        sweep.write_state(state_path, state)
+        space = new_space
+    return trials, narrowing
+
+
 def tune(cfg: DictConfig) -> dict:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     config, _ = validate.prepare(cfg)
@@ -218,25 +244,11 @@ def tune(cfg: DictConfig) -> dict:
         state["parent_run_id"] = tracker.run_id
         sweep.write_state(state_path, state)
         console.print(f"sweep [bold]{state['name']}[/] (resume with: raysitter tune resume={state['name']})")
-        trials: list[dict] = [t for st in state["stages"] for t in st["trials"]]
-        narrowing: list[str] = [st["narrowing"] for st in state["stages"]]
-        for stage in range(1, len(config["search"]["stages"]) + 1):
-            if stage <= len(state["stages"]):
-                space = {k: Dist(d["kind"], tuple(d["args"])) for k, d in state["stages"][stage - 1]["next_space"].items()}
-                continue
-            stage_trials = run_stage(config, space, stage, state, tracker, restore=resuming)
-            s = config["search"]
-            last = stage == len(s["stages"])
-            new_space = space if last else narrow(space, stage_trials, s["metric"], s["mode"], s["top_k"], s["margin"])
-            line = f"stage {stage} → {stage + 1}: " + "; ".join(f"{k}: {space[k].describe()} → {new_space[k].describe()}" for k in space)
-            if last:
-                line = f"stage {stage} (last): " + describe(space)
-            console.print(line)
-            trials += stage_trials
-            narrowing.append(line)
-            state["stages"].append({"trials": stage_trials, "narrowing": line, "next_space": {k: {"kind": d.kind, "args": list(d.args)} for k, d in new_space.items()}})
-            sweep.write_state(state_path, state)
-            space = new_space
+        try:
+            trials, narrowing = run_stages(config, space, state, state_path, tracker, resuming)
+        except KeyboardInterrupt:  # Ctrl-C / SIGTERM: no trial run is left RUNNING (resume reopens the sweep)
+            sweep.close_orphans(tracker.client, tracker.experiment_id, tracker.run_id, "KILLED", "interrupted")
+            raise
         tracker.client.log_text(tracker.run_id, "\n".join(narrowing), "narrowing_log.txt")
         best = log_sweep(tracker, config, trials, narrowing)
     print_summary(config, trials, best, overrides, tracker)

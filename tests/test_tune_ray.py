@@ -61,15 +61,23 @@ def test_two_stage_sweep_of_ray_train_trials_nests_and_narrows(ray_session, outp
     assert run.data.metrics["ensemble/size"] == 2 and best.info.run_id[:8] in run.data.tags["ensemble.members"]
 
 
-def test_multirun_groups_its_runs_and_prints_a_summary(ray_session, output_dir, capsys):
-    train.main(["-m", "optimizer=sgd,adam", "model.activation=relu,tanh", "trainer.epochs=1", "tracking.log_model=false", "diagnostics=off"], prog="raysitter train")
-    out = capsys.readouterr().out
-    assert "multirun" in out and "4 runs" in out
+def test_multirun_groups_its_runs_goes_on_past_a_failing_job_and_prints_a_summary(ray_session, output_dir, capsys):
+    """Jobs with optimizer.lr=-1 are refused (before Ray); the others still train; the summary
+    lists every job and the command exits 1."""
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["-m", "optimizer=sgd,adam", "optimizer.lr=-1,0.01", "trainer.epochs=1", "tracking.log_model=false", "diagnostics=off"],
+                   prog="raysitter train")
+    assert exit_info.value.code == 1
+    captured = capsys.readouterr()
+    out = " ".join(captured.out.split())
+    assert "multirun" in out and "2 runs, 2 failed job(s)" in out and "refused" in out
+    assert "multirun job 0 (optimizer=sgd optimizer.lr=-1) refused" in " ".join(captured.err.split())
     client = client_for(output_dir)
     runs = client.search_runs([client.get_experiment_by_name("raysitter").experiment_id])
-    assert len(runs) == 4 and len({r.data.tags["raysitter.multirun"] for r in runs}) == 1
-    assert sorted(r.data.tags["raysitter.multirun.job"] for r in runs) == ["0", "1", "2", "3"]
+    assert len(runs) == 2 and len({r.data.tags["raysitter.multirun"] for r in runs}) == 1
+    assert sorted(r.data.tags["raysitter.multirun.job"] for r in runs) == ["1", "3"]
     assert {r.data.params["optimizer._target_"] for r in runs} == {"torch.optim.SGD", "torch.optim.Adam"}
+    assert {r.info.status for r in runs} == {"FINISHED"}
 
 
 def finished_trials(db: Path) -> int:
@@ -87,7 +95,12 @@ def finished_trials(db: Path) -> int:
         return 0
 
 
-def test_a_killed_sweep_resumes_and_runs_every_trial_exactly_once(tmp_path):
+def running_runs(db: Path) -> int:
+    with sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True) as con:
+        return con.execute("select count(*) from runs where status = 'RUNNING'").fetchone()[0]
+
+
+def test_ctrl_c_leaves_no_run_running_and_the_sweep_resumes_every_trial_exactly_once(tmp_path):
     out = tmp_path / "outputs"
     env = {**os.environ, "RAYSITTER_OUTPUT_DIR": str(out), "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
@@ -98,7 +111,7 @@ def test_a_killed_sweep_resumes_and_runs_every_trial_exactly_once(tmp_path):
     proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 300
     try:
-        while time.time() < deadline:  # kill the driver once a trial has finished and others run
+        while time.time() < deadline:  # Ctrl-C once a trial has finished and others run
             time.sleep(1)
             if finished_trials(out / "mlflow.db") >= 1:
                 break
@@ -106,15 +119,17 @@ def test_a_killed_sweep_resumes_and_runs_every_trial_exactly_once(tmp_path):
                 pytest.fail(f"the sweep exited early:\n{(tmp_path / 'first_driver.log').read_text()[-3000:]}")
         else:
             pytest.fail(f"no trial finished in time:\n{(tmp_path / 'first_driver.log').read_text()[-3000:]}")
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends its foreground process group on Ctrl-C
+        assert proc.wait(timeout=120) == 130, (tmp_path / "first_driver.log").read_text()[-3000:]
     finally:
         try:
-            os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever of the local Ray is left
         except ProcessLookupError:
             pass
         proc.wait()
     assert finished_trials(out / "mlflow.db") < 6, "the sweep must be interrupted mid-way"
+    assert running_runs(out / "mlflow.db") == 0, "an interrupted sweep leaves no MLflow run RUNNING"
     client = client_for(out)
-    time.sleep(3)
     resumed = subprocess.run([exe, "tune", "resume=killme"], env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming sweep killme" in resumed.stdout
