@@ -20,7 +20,7 @@ import shlex
 import sys
 from typing import Any
 
-from components.tracking import default_tracking_uri
+from components.tracking import default_tracking_uri, redact
 from pipelines.errors import UserError, report_and_exit
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -102,6 +102,23 @@ def parser(prog: str) -> argparse.ArgumentParser:
     return p
 
 
+def check_locally(command: list[str]) -> None:
+    """A mistaken command line is refused here, in seconds, not on the cluster: composition,
+    declared types, ranges and rules (its data and store are the cluster's to check)."""
+    from pipelines import validate
+    from pipelines.app import CONF_DIR
+
+    name, rest = command[0], command[1:]
+    if any(a.startswith("-") for a in rest):  # -m, --cfg, --help: the pipeline's own handling on the cluster
+        return
+    if name == "study":
+        if not rest or not (CONF_DIR / "study" / f"{rest[0]}.yaml").is_file():
+            studies = sorted(p.stem for p in (CONF_DIR / "study").glob("*.yaml"))
+            raise UserError("study NAME", f"{rest[0] if rest else '(none)'!r} is not a study.", f"use one of: {', '.join(studies)}.")
+        name, rest = f"study/{rest[0]}", rest[1:]
+    validate.check_command(name, rest)
+
+
 def main(argv: list[str] | None = None, prog: str = "raysitter submit") -> int:
     from pipelines.cli import PIPELINES
 
@@ -113,6 +130,7 @@ def main(argv: list[str] | None = None, prog: str = "raysitter submit") -> int:
                                   f"e.g. raysitter submit -- train trainer.num_workers=2 (pipelines: {', '.join(p for p in PIPELINES if p not in plain)})."))
     address = dashboard_address(args.address)
     try:
+        check_locally(command)
         jobs = client(address)
     except UserError as e:
         report_and_exit(e)
@@ -125,7 +143,7 @@ def main(argv: list[str] | None = None, prog: str = "raysitter submit") -> int:
         metadata={"raysitter.pipeline": command[0]},
     )
     print(f"submitted {job_id} to {address}: {entrypoint}", flush=True)
-    print(f"MLflow store for the job: {env['MLFLOW_TRACKING_URI']}", flush=True)
+    print(f"MLflow store for the job: {redact(env['MLFLOW_TRACKING_URI'])}", flush=True)
     if args.no_wait:
         print(f"follow it with: raysitter jobs logs {job_id} --follow --address {address}")
         return 0

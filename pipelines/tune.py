@@ -182,7 +182,12 @@ def sweep_state(config: dict, choices: dict) -> tuple[dict, Path, bool]:
         if not path.is_file():
             known = sorted(p.name for p in root.glob("*") if (p / "state.json").is_file())
             raise UserError("resume", f"no sweep named {config['resume']!r} under {root}.", f"use one of: {', '.join(known) or '(none yet)'}.")
-        return sweep.read_state(path), path, True
+        state = sweep.read_state(path)
+        from components.zoo.bundle import check_targets
+        from pipelines.app import conf_targets
+
+        check_targets(state["config"], conf_targets(), what=str(path))  # a state file builds only what conf/ names
+        return state, path, True
     name = config.get("sweep_name") or f"tune-{choices.get('search', 'search')}" + time.strftime("-%Y%m%d-%H%M%S")
     path = root / name / "state.json"
     if path.exists():

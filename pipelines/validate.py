@@ -254,6 +254,25 @@ def check_values(config: dict[str, Any]) -> None:
     schema.check(config, declared())
 
 
+def check_command(config_name: str, overrides: list[str]) -> None:
+    """What can be checked of a command line on any machine (composition, declared types,
+    ranges and rules), without its data or store: `raysitter submit` runs this before sending a
+    job to a cluster. Raises UserError."""
+    from hydra import compose, initialize_config_dir
+
+    from pipelines import schema
+    from pipelines.app import CONF_DIR, check_overrides, declared_defaults, rewrite_group_overrides
+
+    overrides = rewrite_group_overrides(overrides)
+    check_overrides(config_name, overrides)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    OmegaConf.set_struct(cfg, False)
+    cfg.pop("hydra")
+    schema.check(resolve(cfg), declared_defaults(config_name, choices))
+
+
 def prepare(cfg: DictConfig, adjust: Callable[[dict], None] | None = None) -> tuple[dict[str, Any], torch.nn.Module]:
     """Resolve, check and normalise paths. Returns the config (a plain dict: what crosses into
     Ray workers) and the model it describes, built once on the driver. `adjust(config)` runs

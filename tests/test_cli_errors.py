@@ -132,6 +132,9 @@ CORPUS = [
     ("zoo", ["push", RUN_ID, "--name", "o'brien"], "zoo push", True),
     ("zoo", ["list"], "--output-dir", False),
     ("ui", ["--port", "70000"], "--port", True),
+    ("submit", ["--address", "http://127.0.0.1:1", "--", "train", "optimizer.lr=true"], "optimizer.lr", False),
+    ("submit", ["--address", "http://127.0.0.1:1", "--", "tune", "search=smoke", "search.top_k=9"], "search.top_k", False),
+    ("submit", ["--address", "http://127.0.0.1:1", "--", "study", "nosuch"], "study NAME", False),
 ]
 
 
