@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -20,15 +21,22 @@ from pipelines.multirun import group_tags
 from pipelines.tracking import RunTracker, tracked_run
 
 
-def key_overrides(overrides: list[str], limit: int = 3) -> list[str]:
-    """The value overrides worth a run name (`optimizer.lr=0.01` → `lr=0.01`); group choices
-    are in the name already, bookkeeping keys are left out."""
+NAME_CHARS = re.compile(r"^[\w.\-+,@:\[\]]+$")  # what a run name (and its storage folder) may hold
+NOT_IN_NAMES = ("hydra.", "tracking.", "trainer.address", "resume", "output_dir")
+
+
+def key_overrides(overrides: list[str], limit: int = 3, longest: int = 12) -> list[str]:
+    """The short value overrides worth a run name (`optimizer.lr=0.01` → `lr=0.01`): group
+    choices are in the name already; bookkeeping keys, paths (`data.root=…`) and long or odd
+    values stay out (they are in the run's params and its `command` tag)."""
     out = []
     for override in overrides:
         key, sep, value = override.lstrip("+~").partition("=")
-        if not sep or "." not in key or key.startswith(("hydra.", "tracking.", "trainer.address")) or "/" in key:
+        if not sep or "." not in key or key.startswith(NOT_IN_NAMES) or "/" in key:
             continue
-        out.append(f"{key.rsplit('.', 1)[-1]}={value}"[:24])
+        if len(value) > longest or not NAME_CHARS.match(value) or key.endswith(("root", "uri", "path", "dir")):
+            continue
+        out.append(f"{key.rsplit('.', 1)[-1]}={value}")
     return out[:limit]
 
 

@@ -72,10 +72,10 @@ def run_stage(config: dict, space: dict[str, Dist], stage: int, state: dict, tra
             param_space=to_tune(space, s["method"], s["grid_points"]),
             tune_config=tune.TuneConfig(
                 metric=s["metric"], mode=s["mode"], num_samples=samples, scheduler=scheduler,
-                max_concurrent_trials=s["max_concurrent"],
                 # seeded sampling: the same seed and stage draw the same configurations (so a sweep
-                # with and one without ASHA compare like for like)
-                search_alg=BasicVariantGenerator(random_state=config["seed"] * 1000 + stage),
+                # with and one without ASHA compare like for like). The generator bounds concurrency
+                # itself: Tune ignores max_concurrent_trials when given a generator
+                search_alg=BasicVariantGenerator(random_state=config["seed"] * 1000 + stage, max_concurrent=s["max_concurrent"]),
                 # `function` trials run in the Tune actor itself: reusing the actors saves each trial
                 # a process start and the torch import (the loop seeds everything it uses per trial)
                 reuse_actors=base["_sweep"]["backend"] == "function",

@@ -188,6 +188,10 @@ def test_credentials_in_a_tracking_uri_are_never_printed(output_dir, watched, ca
         train.main(["tracking.uri=http://alice:s3cret@127.0.0.1:9"], prog="raysitter train")
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "tracking.uri" in err and "s3cret" not in err and "***@127.0.0.1:9" in err
+    from components.tracking import redact
+
+    assert redact("sqlite:////abs/mlflow.db") == "sqlite:////abs/mlflow.db" and redact("http://h:5000") == "http://h:5000"
+    assert redact("postgresql://u:pw@db/mlflow?sslmode=require") == "postgresql://***@db/mlflow?***"
 
 
 CONSOLE = [

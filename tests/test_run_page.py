@@ -124,3 +124,15 @@ def test_run_description_says_what_how_it_went_and_how_to_reproduce():
     assert "    raysitter train optimizer=sgd optimizer.lr=0.01" in text  # a markdown code block
     diverged = describe(config, choices, tags, {"epoch": 2, "diverged": 1.0, "train/loss": float("nan")}, 3.0)
     assert "**diverged** at epoch 2" in diverged
+
+
+def test_run_names_stay_short_and_never_hold_a_path():
+    from pipelines.schema import SAFE_NAME
+    from pipelines.train import run_name
+
+    choices = {"model": "convnet", "model/activation": "relu", "optimizer": "adam", "data": "imagefolder"}
+    overrides = ["data=imagefolder", "data.root=/home/me/photos/holiday", "data.image_size=[32,32]", "optimizer.lr=0.01",
+                 "trainer.epochs=40", "model.hidden=[512,512,512,512]", "tracking.experiment=x"]
+    name = run_name({"tracking": {"run_name": None}}, choices, "train", overrides)
+    assert name.startswith("train-convnet-relu-adam-imagefolder-image_size=[32,32]-lr=0.01-epochs=40-20")
+    assert "photos" not in name and "/" not in name and "512" not in name and len(name) < 90 and SAFE_NAME.match(name)

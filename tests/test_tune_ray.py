@@ -143,8 +143,9 @@ def test_ctrl_c_leaves_no_run_running_and_the_sweep_resumes_every_trial_exactly_
     assert all(t.data.tags.get("raysitter.outcome") == "interrupted" for t in trials if t.info.status == "KILLED")
 
 
-def test_asha_outcomes_match_the_epochs_each_trial_ran(ray_session, output_dir):
-    tune.main(["search=smoke", "search.scheduler=asha", "search.stages=[{samples:4,epochs:3}]", "preflight=false", "sweep_name=asha"], prog="raysitter tune")
+def test_asha_outcomes_match_the_epochs_each_trial_ran_one_at_a_time(ray_session, output_dir):
+    tune.main(["search=smoke", "search.scheduler=asha", "search.stages=[{samples:4,epochs:3}]", "preflight=false", "sweep_name=asha",
+               "search.max_concurrent=1"], prog="raysitter tune")
     client = client_for(output_dir)
     exp = client.get_experiment_by_name("raysitter-tune")
     (parent,) = client.search_runs([exp.experiment_id], "tags.sweep = 'asha' and tags.pipeline = 'tune'")
@@ -158,3 +159,7 @@ def test_asha_outcomes_match_the_epochs_each_trial_ran(ray_session, output_dir):
         else:
             assert t.info.status == "KILLED" and t.data.tags["raysitter.outcome"] == "early_stopped"
             assert not has_bundle
+    # search.max_concurrent=1: each trial's epochs (their MLflow timestamps) end before the next one's begin
+    spans = sorted((min(m.timestamp for m in h), max(m.timestamp for m in h))
+                   for h in (client.get_metric_history(t.info.run_id, "epoch") for t in trials))
+    assert all(end < start for (_, end), (start, _) in zip(spans, spans[1:])), spans

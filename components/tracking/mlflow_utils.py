@@ -33,11 +33,10 @@ def redact(uri: str | None) -> str:
     from urllib.parse import urlsplit, urlunsplit
 
     parts = urlsplit(str(uri))
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    query = "***" if parts.query else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    if "@" not in parts.netloc and not parts.query:
+        return str(uri)  # nothing to hide (and sqlite:////abs/path keeps its slashes)
+    netloc = "***@" + parts.netloc.rsplit("@", 1)[1] if "@" in parts.netloc else parts.netloc
+    return urlunsplit((parts.scheme, netloc, parts.path, "***" if parts.query else "", parts.fragment))
 
 
 def default_tracking_uri(output_dir: str | os.PathLike) -> str:
