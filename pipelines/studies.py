@@ -108,6 +108,20 @@ def random_vs_grid(config: dict[str, Any], tracker: RunTracker) -> str:
     return table + f"\n\nfigure: {kept}"
 
 
+def check_transfer(config: dict[str, Any]) -> None:
+    """Every fine-tuning case names a strategy and an lr_scale in (0, 1]: checked before the
+    study's MLflow run opens."""
+    from components.zoo.transfer import STRATEGIES
+    from pipelines.errors import UserError
+
+    for name, case in (config.get("cases") or {}).items():
+        scale = case.get("lr_scale") if isinstance(case, dict) else None
+        if not isinstance(case, dict) or case.get("strategy") not in STRATEGIES or isinstance(scale, bool) \
+                or not isinstance(scale, (int, float)) or not 0 < scale <= 1:
+            raise UserError(f"cases.{name}", f"needs strategy in {', '.join(STRATEGIES)} and lr_scale in (0, 1] (got {case}).",
+                            f"e.g. cases.{name}={{strategy:full,lr_scale:0.1}}.")
+
+
 def transfer(config: dict[str, Any], tracker: RunTracker) -> str:
     """Pretrain → bundle → fine-tune with each strategy, vs scratch, on a few-shot target task.
     In-process (world size 1): the same per-worker loop and the same `_zoo` path that
@@ -120,14 +134,9 @@ def transfer(config: dict[str, Any], tracker: RunTracker) -> str:
     from components.tracking import flatten
     from components.zoo import bundle_info, write_bundle
     from components.zoo.bundle import manifest_digest
-    from components.zoo.transfer import STRATEGIES
     from pipelines.worker import LocalSession, run_training
 
-    for name, case in config["cases"].items():
-        if case.get("strategy") not in STRATEGIES or not 0 < float(case.get("lr_scale", 0)) <= 1:
-            from pipelines.errors import UserError
-
-            raise UserError(f"cases.{name}", f"needs strategy in {', '.join(STRATEGIES)} and lr_scale in (0, 1] (got {case}).", f"e.g. cases.{name}={{strategy:full,lr_scale:0.1}}.")
+    check_transfer(config)
     base = {k: v for k, v in config.items() if k not in ("runner", "pretrain", "target", "cases", "seeds")}
     base["diagnostics"] = {**(base.get("diagnostics") or {}), "enabled": False, "plots": False}
     base["_run"] = {"quiet": True}
@@ -173,3 +182,6 @@ def transfer(config: dict[str, Any], tracker: RunTracker) -> str:
         kept.parent.mkdir(parents=True, exist_ok=True)
         kept.write_bytes(figure.read_bytes())
     return table + f"\n\nfigure: {kept}"
+
+
+transfer.check = check_transfer  # what `raysitter study` runs before opening the study's run

@@ -31,11 +31,15 @@ def run_study(cfg: DictConfig, name: str) -> str:
     validate.check_tracking(config)
     overrides = list(HydraConfig.get().overrides.task)
     tags = {"pipeline": "study", "study": name, "raysitter.kind": "study", "command": " ".join(["raysitter", "study", name, *overrides])}
+    runner = build.make(config["runner"])
+    check = getattr(getattr(runner, "func", runner), "check", None)
+    if check is not None:  # the study's own keys, before its MLflow run opens
+        check(config)
     run = config["tracking"].get("run_name") or f"study-{name}" + time.strftime("-%Y%m%d-%H%M%S")
     print(f"raysitter study {name}: {run}", flush=True)
     with tracked_run(config, run, tags) as tracker:
         tracker.log_config({k: v for k, v in config.items() if k != "runner"})
-        summary = build.make(config["runner"])(config, tracker)
+        summary = runner(config, tracker)
     print(summary)
     print(f"MLflow run   {tracker.run_id}  ({tracker.shown})", flush=True)
     return summary

@@ -14,7 +14,6 @@ import argparse
 import logging
 import os
 from pathlib import Path
-import sys
 import time
 from typing import Any
 

@@ -128,6 +128,7 @@ CORPUS = [
     ("study", ["nosuch"], "study NAME", False),
     ("study", ["random_vs_grid", "budget=0"], "budget", False),
     ("study", ["init", "depth=ten"], "depth", False),
+    ("study", ["transfer", "cases.head.lr_scale=5"], "cases.head", False),
     ("zoo", ["pull", "bad name"], "zoo pull", True),
     ("zoo", ["push", RUN_ID, "--name", "o'brien"], "zoo push", True),
     ("zoo", ["list"], "--output-dir", False),

@@ -144,11 +144,14 @@ def test_a_worker_killed_mid_run_is_restarted_and_training_finishes(local_cluste
     assert_resumed_and_finished(local_cluster, env, tmp_path, out, "killme", at_kill, epochs)
 
 
-def test_a_failing_job_exits_1_and_plain_ray_job_submit_works(local_cluster, tmp_path):
+def test_a_mistaken_job_is_refused_a_failing_one_exits_1_and_plain_ray_job_submit_works(local_cluster, tmp_path):
     out = tmp_path / "outputs"
     env = {**local_cluster["env"], "RAYSITTER_OUTPUT_DIR": str(out)}
-    bad = raysitter(["submit", "--address", local_cluster["dashboard"], "--", "train", "optimizer.lr=-1"], env, tmp_path)
-    assert bad.returncode == 1 and "FAILED" in bad.stderr and "optimizer.lr" in bad.stdout
+    refused = raysitter(["submit", "--address", local_cluster["dashboard"], "--", "train", "optimizer.lr=-1"], env, tmp_path)
+    assert refused.returncode == 2 and "optimizer.lr" in refused.stderr and "submitted" not in refused.stdout  # refused here
+    # what only the cluster can see (its data) fails there: the job ends FAILED and submit exits 1
+    bad = raysitter(["submit", "--address", local_cluster["dashboard"], "--", "train", "data=cifar10", "data.root=/nonexistent/cifar"], env, tmp_path)
+    assert bad.returncode == 1 and "FAILED" in bad.stderr and "data.root" in bad.stdout
 
     # the documented plain form: ray job submit --working-dir . -- python -m pipelines.cli train …
     plain = subprocess.run(

@@ -10,7 +10,6 @@ replaces a folder that holds anything but an earlier pull of the same bundle.
 from __future__ import annotations
 
 from dataclasses import dataclass
-import json
 import os
 from pathlib import Path
 import re
