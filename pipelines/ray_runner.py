@@ -19,10 +19,23 @@ RAY_ENV = {
 }
 
 
+def ray_logs_wanted() -> bool:
+    """RAYSITTER_RAY_LOGS=1 brings back Ray's internal notices that raysitter silences."""
+    return os.environ.get("RAYSITTER_RAY_LOGS", "").lower() in ("1", "true", "yes")
+
+
 def ray_env(trainer: dict[str, Any]) -> dict[str, str]:
     env = dict(RAY_ENV)
     env["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = str(trainer.get("report_interval_s", 0.1))
     return env
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def job_env_vars() -> dict[str, str]:
@@ -52,7 +65,6 @@ def init_ray(trainer: dict[str, Any]) -> None:
     taken = job_env_vars()
     own = {k: v for k, v in env.items() if k not in taken}
     kwargs: dict[str, Any] = dict(
-        runtime_env={"env_vars": own} if own else None,
         logging_config=ray.LoggingConfig(encoding="TEXT", log_level="WARNING"),
         configure_logging=True,
         logging_level=logging.WARNING,
@@ -61,6 +73,20 @@ def init_ray(trainer: dict[str, Any]) -> None:
     if address is None:
         kwargs["include_dashboard"] = True
         kwargs["dashboard_host"] = "127.0.0.1"
+        # Ray Train's state lookups (its placement-group cleaner) find "the" local Ray by scanning
+        # for running instances and fail when there are several (another raysitter, a cluster):
+        # name this one's API server in every process of the job.
+        kwargs["dashboard_port"] = free_port()
+        api = f"http://127.0.0.1:{kwargs['dashboard_port']}"
+        os.environ["RAY_API_SERVER_ADDRESS"] = api
+        own["RAY_API_SERVER_ADDRESS"] = api
+        if not ray_logs_wanted():
+            # Train's preemption watcher follows node drains (spot instances); one machine has
+            # none, and creating the watcher makes the core print an error-level note about it
+            own.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    kwargs["runtime_env"] = {"env_vars": own} if own else None
+    if not ray_logs_wanted():  # token authentication stays on (Ray's default); its notice about that says nothing to act on
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     with own_sigterm_handler():
         ray.init(address=address, **kwargs)
     for name in ("ray", "ray.train", "ray.tune", "ray.data"):

@@ -71,7 +71,8 @@ def test_a_failing_worker_ends_the_run_failed(ray_session, output_dir, fake_imag
     with pytest.raises(SystemExit) as exit_info:
         train.main(["trainer.epochs=1", "data=imagefolder", f"data.root={fake_imagefolder}"], prog="raysitter train")
     assert exit_info.value.code == 1
-    assert "training failed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "training failed" in err and "cannot identify image file" in err  # the worker's own message reaches the user
     _, run = only_run(output_dir)
     assert run.info.status == "FAILED"
 
