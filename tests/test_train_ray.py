@@ -83,8 +83,10 @@ def test_two_runs_with_one_name_both_train_from_scratch(ray_session, output_dir,
     import os
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    for optimizer in ("adam", "sgd"):
-        train.main(["trainer.epochs=2", "diagnostics=off", "tracking.run_name=baseline", f"optimizer={optimizer}"], prog="raysitter train")
+    train.main(["trainer.epochs=2", "diagnostics=off", "tracking.run_name=baseline", "optimizer=adam"], prog="raysitter train")
+    # the second run also shows three settings acting: fewer checkpoints kept, no bundle, no model
+    train.main(["trainer.epochs=2", "diagnostics=off", "tracking.run_name=baseline", "optimizer=sgd", "trainer.checkpoints_to_keep=1",
+                "tracking.log_bundle=false", "tracking.log_model=false"], prog="raysitter train")
     out = capsys.readouterr().out
     assert "a run named 'baseline' exists already; this is a new run" in out and "resumed from" not in out
     assert "raysitter train resume=baseline-" in out
@@ -95,4 +97,12 @@ def test_two_runs_with_one_name_both_train_from_scratch(ray_session, output_dir,
         assert run.info.status == "FINISHED" and run.info.run_name == "baseline"
         assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [1, 2]
     assert len({run.data.tags["checkpoint"].split("/ray_results/")[1].split("/")[0] for run in runs}) == 2
+    from pathlib import Path
+
+    kept = [len(list(Path(run.data.tags["checkpoint"]).parent.glob("checkpoint_*"))) for run in runs]
+    assert kept == [2, 1]  # trainer.checkpoints_to_keep: 2 (default), then 1
+    bundles = [any(a.path == "bundle" for a in client.list_artifacts(run.info.run_id)) for run in runs]
+    assert bundles == [True, False]  # tracking.log_bundle
+    models = {m.source_run_id for m in client.search_logged_models([runs[0].info.experiment_id])}
+    assert runs[0].info.run_id in models and runs[1].info.run_id not in models  # tracking.log_model
     assert "MLFLOW_TRACKING_URI" not in os.environ

@@ -1,0 +1,70 @@
+"""Settings that do what they say: documented keys change what runs (docs/SETTINGS.md lists
+every `search.*`, `trainer.*`, `check.*` and `tracking.*` key with the test that shows it acting
+or the error that refuses it). In-process and fast; the ones that need Ray live beside the Ray
+tests they extend."""
+from __future__ import annotations
+
+from omegaconf import OmegaConf
+import pytest
+import torch
+
+
+def plain(compose_train, overrides, config_name="train"):
+    return OmegaConf.to_container(compose_train(overrides, config_name), resolve=True)
+
+
+def test_check_settings_change_what_the_probes_measure_and_decide(compose_train):
+    from pipelines.probes import run_probes
+
+    common = ["check.lr_range.steps=2", "check.overfit_steps=60"]
+    loose = run_probes(plain(compose_train, [*common, "check.examples=64", "check.lr_range.points=3", "check.overfit_target_loss=1.0"], "check"))
+    strict = run_probes(plain(compose_train, [*common, "check.examples=32", "check.lr_range.points=4", "check.lr_range.low=1e-3",
+                                              "check.lr_range.high=1", "check.initial_loss_tolerance=1e-6",
+                                              "check.regularization_strength=1e-12", "check.overfit_target_loss=1e-9",
+                                              "check.overfit_examples=8"], "check"))
+    by_key = lambda report: {r["key"]: r for r in report["results"]}  # noqa: E731
+    a, b = by_key(loose), by_key(strict)
+    assert len(loose["lr_rows"]) == 3 and len(strict["lr_rows"]) == 4  # check.lr_range.points
+    assert strict["lr_rows"][0]["lr"] == pytest.approx(1e-3) and strict["lr_rows"][-1]["lr"] == pytest.approx(1.0)  # low, high
+    assert a["initial_loss"]["values"]["initial_loss"] != b["initial_loss"]["values"]["initial_loss"]  # check.examples
+    assert a["initial_loss"]["status"] == "PASS" and b["initial_loss"]["status"] == "FAIL"  # initial_loss_tolerance
+    assert a["regularization"]["status"] == "PASS" and b["regularization"]["status"] == "FAIL"  # regularization_strength
+    assert b["regularization"]["values"]["l2_penalty"] < 1e-6 < a["regularization"]["values"]["l2_penalty"]
+    assert a["overfit_tiny"]["values"]["overfit_steps"] <= 60  # check.overfit_steps bounds the steps
+    assert a["overfit_tiny"]["status"] == "PASS" and b["overfit_tiny"]["status"] != "PASS"  # overfit_target_loss
+
+
+def test_resources_per_worker_cpu_sets_the_worker_threads(compose_train):
+    from pipelines.worker import LocalSession, run_training
+
+    before = torch.get_num_threads()
+    try:
+        config = plain(compose_train, ["trainer.epochs=1", "diagnostics=off", "model.hidden=[16]", "trainer.resources_per_worker.CPU=3"])
+        run_training(config, LocalSession())
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_report_interval_reaches_ray_train_and_grid_points_shape_the_grid():
+    from components.search import Dist, to_tune
+    from pipelines.ray_runner import ray_env
+
+    assert ray_env({"report_interval_s": 0.5})["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.5"
+    grid = to_tune({"optimizer.lr": Dist("loguniform", (1e-4, 1e-1))}, "grid", 4)
+    assert len(grid["optimizer.lr"]["grid_search"]) == 4
+
+
+def test_trainer_settings_reach_ray_train(compose_train, tmp_path):
+    """What raysitter hands Ray Train for trainer.* (Ray acts on them: tests/test_cluster.py
+    shows placement and failures on a real cluster, tests/test_train_ray.py checkpoints kept)."""
+    from pipelines.ray_runner import make_trainer
+
+    config = plain(compose_train, ["trainer.num_workers=2", "trainer.max_failures=3", "trainer.checkpoints_to_keep=4",
+                                   "trainer.placement_strategy=SPREAD", "trainer.log_level=INFO", "trainer.resources_per_worker.CPU=0.5"])
+    config["output_dir"] = str(tmp_path)
+    trainer = make_trainer(config, "settings")
+    scaling, run = trainer.scaling_config, trainer.run_config
+    assert scaling.num_workers == 2 and scaling.placement_strategy == "SPREAD" and scaling.resources_per_worker == {"CPU": 0.5}
+    assert run.failure_config.max_failures == 3 and run.checkpoint_config.num_to_keep == 4
+    assert run.storage_path == str(tmp_path / "ray_results")
