@@ -75,6 +75,9 @@ def check_numbers(config: dict) -> None:
               "with GPUs was given): running on the CPU instead, with gloo; bf16 and channels_last apply only on a GPU, "
               "so results equal a CPU run's.", file=sys.stderr, flush=True)
         t["use_gpu"] = False
+    elif not t["use_gpu"] and (t.get("precision") == "bf16" or t.get("channels_last")):
+        print("raysitter: trainer.precision=bf16 and trainer.channels_last apply on GPUs only (trainer.use_gpu=true or "
+              "trainer=gpu); this CPU run uses fp32 and the default memory layout.", file=sys.stderr, flush=True)
 
 
 def check_data(config: dict) -> tuple[tuple[int, ...], int]:

@@ -18,6 +18,8 @@ def test_trainer_gpu_falls_back_to_the_cpu_with_a_message(compose_train, output_
     assert "no CUDA GPU" in err and "running on the CPU" in err
     t = config["trainer"]
     assert t["use_gpu"] is False and t["precision"] == "bf16" and t["channels_last"] is True and t["batch_size"] == 512
+    validate.prepare(compose_train(["trainer.precision=bf16"]))  # asked for on a CPU run: said, not silently ignored
+    assert "apply on GPUs only" in capsys.readouterr().err
 
 
 def test_trainer_gpu_gives_the_same_results_as_default_on_cpu(compose_train):
