@@ -55,7 +55,7 @@ def compose(overrides: list[str], config_name: str = "train") -> dict[str, Any]:
     from hydra import compose as hydra_compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from pipelines.app import CONF_DIR, rewrite_group_overrides
+    from pipelines.runtime.app import CONF_DIR, rewrite_group_overrides
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = hydra_compose(config_name=config_name, overrides=rewrite_group_overrides(overrides))

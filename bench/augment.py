@@ -23,7 +23,7 @@ from _common import arguments, compose, table
 
 def raysitter_rate(images: torch.Tensor, batch_size: int, device: torch.device, threads: int) -> float:
     from components.engine.loop import to_float
-    from pipelines import build
+    from pipelines.runtime import build
 
     torch.set_num_threads(threads)
     augment = build.augment(compose(["augment=flip_crop"])["augment"]).to(device)

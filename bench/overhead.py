@@ -37,7 +37,7 @@ def plain_loop(config: dict, epochs: int) -> list[float]:
     import torch
     import torch.nn.functional as F
 
-    from pipelines import build
+    from pipelines.runtime import build
 
     torch.set_num_threads(1)
     splits = build.load_splits(config["data"], config["seed"])
@@ -69,7 +69,7 @@ def plain_loop(config: dict, epochs: int) -> list[float]:
 
 def in_process(config: dict) -> list[float]:
     """raysitter's worker function without Ray; returns each epoch's seconds."""
-    from pipelines.worker import LocalSession, run_training
+    from pipelines.runtime.worker import LocalSession, run_training
 
     stamps = []
 

@@ -21,10 +21,10 @@ from omegaconf import DictConfig
 from components.tracking import redact
 from components.zoo import BundleError, load_bundle
 from components.zoo.registry import BUNDLE_PATH, DIGEST_TAG, ZooError, ZooRef, fetch, recorded_digest
-from pipelines import build, validate
-from pipelines.app import hydra_app
-from pipelines.errors import UserError
-from pipelines.tracking import tracked_run
+from pipelines.runtime import build, validate
+from pipelines.runtime.app import hydra_app
+from pipelines.runtime.errors import UserError
+from pipelines.runtime.tracking import tracked_run
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 

@@ -19,10 +19,10 @@ from omegaconf import DictConfig
 from components.tracking import redact
 from components.zoo.registry import ZooError, ZooRef, fetch
 from components.zoo.transfer import STRATEGIES
-from pipelines import validate
-from pipelines.app import hydra_app
-from pipelines.errors import UserError
-from pipelines.train import run_cli
+from pipelines.runtime import validate
+from pipelines.runtime.app import hydra_app
+from pipelines.runtime.errors import UserError
+from pipelines.runtime.training import run_cli
 
 
 def adopt_bundle(config: dict[str, Any]) -> None:

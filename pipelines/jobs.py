@@ -10,8 +10,8 @@ import argparse
 import asyncio
 import time
 
-from pipelines.errors import UserError, report_and_exit
-from pipelines.submit import client, dashboard_address, follow
+from pipelines.runtime.errors import UserError, report_and_exit
+from pipelines.runtime.cluster import client, dashboard_address, follow
 
 
 def main(argv: list[str] | None = None, prog: str = "raysitter jobs") -> int:

@@ -13,10 +13,10 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from pipelines import build, validate
-from pipelines.app import CONF_DIR, hydra_app
-from pipelines.errors import UserError, report_and_exit
-from pipelines.tracking import tracked_run
+from pipelines.runtime import build, validate
+from pipelines.runtime.app import CONF_DIR, hydra_app
+from pipelines.runtime.errors import UserError, report_and_exit
+from pipelines.runtime.tracking import tracked_run
 
 
 def studies() -> list[str]:

@@ -13,81 +13,13 @@ reached with the token in ~/.ray/auth_token or $RAY_AUTH_TOKEN; nothing here tur
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-from pathlib import Path
 import shlex
-import sys
-from typing import Any
 
-from components.tracking import default_tracking_uri, redact
-from pipelines.errors import UserError, report_and_exit
-
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-EXCLUDES = [".venv", "venv", "outputs", "mlruns", "mlartifacts", ".git", "**/__pycache__", "*.db", "*.egg-info", ".pytest_cache", "docs/screenshots"]
-EXIT = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 130}
-
-
-def dashboard_address(given: str | None) -> str:
-    """--address, else $RAY_API_SERVER_ADDRESS / an http $RAY_ADDRESS, else the local cluster of
-    cluster/local/start.sh, else Ray's default dashboard on 127.0.0.1:8265."""
-    if given:
-        return given.rstrip("/") if given.startswith(("http://", "https://")) else f"http://{given}"
-    for candidate in (os.environ.get("RAY_API_SERVER_ADDRESS"), os.environ.get("RAY_ADDRESS")):
-        if candidate and candidate.startswith(("http://", "https://")):  # a GCS address (host:port) is not the Jobs API
-            return candidate.rstrip("/")
-    local = Path(os.environ.get("RAYSITTER_CLUSTER_DIR", "/tmp/raysitter-cluster")) / "dashboard.address"
-    if local.exists():
-        return local.read_text().strip()
-    return "http://127.0.0.1:8265"
-
-
-def client(address: str) -> Any:
-    """A JobSubmissionClient; token authentication is used whenever a token is available."""
-    from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
-    from ray.job_submission import JobSubmissionClient
-
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
-    try:
-        return JobSubmissionClient(address)
-    except Exception as e:  # ConnectionError, RuntimeError (auth), ValueError (bad address)
-        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "auth" in text.lower() or "token" in text.lower() or "401" in text or "403" in text:
-            raise UserError("--address", f"the cluster at {address} refused the request ({text}).",
-                            "it uses token authentication: copy the cluster's token to ~/.ray/auth_token or set RAY_AUTH_TOKEN "
-                            "(and RAY_AUTH_MODE=token); do not disable authentication on the cluster.") from None
-        raise UserError("--address", f"no Ray dashboard answers at {address} ({text}).",
-                        "start a cluster (cluster/local/start.sh prints its address) or pass --address http://HEAD:8265.") from None
-
-
-def job_environment(tracking_uri: str | None, output_dir: str) -> dict[str, str]:
-    out = str(Path(output_dir).resolve())
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(out)
-    from pipelines.ray_runner import RAY_ENV
-
-    env = {"MLFLOW_TRACKING_URI": uri, "RAYSITTER_OUTPUT_DIR": out, "PYTHONUNBUFFERED": "1"}
-    # raysitter's Ray settings for every process of the job (the driver's ray.init adds none then)
-    env.update({k: os.environ.get(k, v or "0.1") for k, v in RAY_ENV.items()})
-    return env
-
-
-async def follow(jobs: Any, job_id: str) -> None:
-    async for lines in jobs.tail_job_logs(job_id):
-        print(lines, end="", flush=True)
-
-
-def wait_and_report(jobs: Any, job_id: str, address: str) -> int:
-    try:
-        asyncio.run(follow(jobs, job_id))
-    except KeyboardInterrupt:
-        print(f"\nraysitter submit: detached from {job_id}; it keeps running. Stop it with: raysitter jobs stop {job_id} --address {address}",
-              file=sys.stderr, flush=True)
-        return 130
-    status = str(jobs.get_job_status(job_id)).rsplit(".", 1)[-1]
-    info = jobs.get_job_info(job_id)
-    line = f"job {job_id}: {status}" + (f" ({info.message})" if info.message and status != "SUCCEEDED" else "")
-    print(line, file=sys.stderr if status != "SUCCEEDED" else sys.stdout, flush=True)
-    return EXIT.get(status, 1)
+from components.tracking import redact
+from pipelines.runtime.cluster import EXCLUDES, PROJECT_DIR, check_locally, client, dashboard_address, job_environment, wait_and_report
+from pipelines.runtime.commands import PIPELINES
+from pipelines.runtime.errors import UserError, report_and_exit
 
 
 def parser(prog: str) -> argparse.ArgumentParser:
@@ -102,26 +34,7 @@ def parser(prog: str) -> argparse.ArgumentParser:
     return p
 
 
-def check_locally(command: list[str]) -> None:
-    """A mistaken command line is refused here, in seconds, not on the cluster: composition,
-    declared types, ranges and rules (its data and store are the cluster's to check)."""
-    from pipelines import validate
-    from pipelines.app import CONF_DIR
-
-    name, rest = command[0], command[1:]
-    if any(a.startswith("-") for a in rest):  # -m, --cfg, --help: the pipeline's own handling on the cluster
-        return
-    if name == "study":
-        if not rest or not (CONF_DIR / "study" / f"{rest[0]}.yaml").is_file():
-            studies = sorted(p.stem for p in (CONF_DIR / "study").glob("*.yaml"))
-            raise UserError("study NAME", f"{rest[0] if rest else '(none)'!r} is not a study.", f"use one of: {', '.join(studies)}.")
-        name, rest = f"study/{rest[0]}", rest[1:]
-    validate.check_command(name, rest)
-
-
 def main(argv: list[str] | None = None, prog: str = "raysitter submit") -> int:
-    from pipelines.cli import PIPELINES
-
     args = parser(prog).parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     plain = {"submit", "jobs", "ui", "server", "zoo"}

@@ -25,11 +25,11 @@ from rich.console import Console
 from rich.table import Table
 
 from components.search import Dist, flatten_space, narrow, to_tune
-from pipelines import sweep, validate
-from pipelines.app import hydra_app
-from pipelines.errors import UserError
-from pipelines.tracking import RunTracker, tracked_run
-from pipelines.train import hydra_tags
+from pipelines.runtime import sweep, validate
+from pipelines.runtime.app import hydra_app
+from pipelines.runtime.errors import UserError
+from pipelines.runtime.tracking import RunTracker, tracked_run
+from pipelines.runtime.training import hydra_tags
 
 console = Console(width=None if sys.stdout.isatty() else 150)
 
@@ -163,8 +163,8 @@ def preflight(config: dict) -> None:
     """raysitter check's gating checks; a failing model does not get a sweep unless force=true."""
     import ray
 
-    from pipelines.check import gating_passed, print_table
-    from pipelines.probes import run_probes
+    from pipelines.runtime.probes import gating_passed, print_table
+    from pipelines.runtime.probes import run_probes
 
     report = ray.get(ray.remote(num_cpus=1)(run_probes).remote(config, range_test=False))
     if not gating_passed(report["results"]):
@@ -184,7 +184,7 @@ def sweep_state(config: dict, choices: dict) -> tuple[dict, Path, bool]:
             raise UserError("resume", f"no sweep named {config['resume']!r} under {root}.", f"use one of: {', '.join(known) or '(none yet)'}.")
         state = sweep.read_state(path)
         from components.zoo.bundle import check_targets
-        from pipelines.app import conf_targets
+        from pipelines.runtime.app import conf_targets
 
         check_targets(state["config"], conf_targets(), what=str(path))  # a state file builds only what conf/ names
         return state, path, True
@@ -230,7 +230,7 @@ def tune(cfg: DictConfig) -> dict:
     if resuming:
         config = {**state["config"], "output_dir": config["output_dir"]}
     space = sweep.check_search(config)
-    from pipelines import ray_runner
+    from pipelines.runtime import ray_runner
 
     # Tune saves its experiment state (what `resume=` restores) at most every this many seconds;
     # trials here are short, so save often: a killed driver then loses no finished trial.
@@ -258,7 +258,7 @@ def tune(cfg: DictConfig) -> dict:
         best = log_sweep(tracker, config, trials, narrowing)
     print_summary(config, trials, best, overrides, tracker)
     if config["tracking"].get("register_as"):
-        from pipelines.train import register
+        from pipelines.runtime.training import register
 
         best_run = sweep.trial_run(tracker.client, tracker.experiment_id, tracker.run_id, best["trial_id"])
         if best_run is None:

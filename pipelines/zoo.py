@@ -20,7 +20,7 @@ from typing import Any
 from components.tracking import TrackingUnreachableError, check_reachable, default_tracking_uri, redact
 from components.zoo import BundleError
 from components.zoo.registry import ZooError, ZooRef
-from pipelines.errors import UserError, refuse_artifact, report_and_exit
+from pipelines.runtime.errors import UserError, refuse_artifact, report_and_exit
 
 
 def store_uri(tracking_uri: str | None, output_dir: str) -> str:

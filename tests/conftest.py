@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 import numpy as np
 import pytest
 
-from pipelines.app import CONF_DIR, rewrite_group_overrides
+from pipelines.runtime.app import CONF_DIR, rewrite_group_overrides
 
 
 @pytest.fixture
@@ -88,7 +88,7 @@ def ray_session():
     """One local Ray for every test that needs it, with raysitter's environment."""
     import ray
 
-    from pipelines.ray_runner import init_ray
+    from pipelines.runtime.ray_runner import init_ray
 
     os.environ.pop("RAY_ADDRESS", None)
     init_ray({"report_interval_s": 0.1})

@@ -16,8 +16,8 @@ from components.engine.loop import TrainLoop
 from components.init import WeightInit
 from components.data import Split
 from components.preprocess import Normalizer
-from pipelines.probes import run_probes
-from pipelines.worker import LocalSession, run_training
+from pipelines.runtime.probes import run_probes
+from pipelines.runtime.worker import LocalSession, run_training
 
 
 def probes(compose_train, overrides):

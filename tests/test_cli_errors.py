@@ -150,7 +150,7 @@ def watched(monkeypatch):
     """Records any start of Ray or of an MLflow run (either would be a failure here)."""
     import ray
 
-    from pipelines import ray_runner, tracking
+    from pipelines.runtime import ray_runner, tracking
 
     started: list[str] = []
     monkeypatch.setattr(ray, "init", lambda *a, **k: started.append("ray.init"))
@@ -234,8 +234,8 @@ def test_a_value_of_the_declared_type_passes(compose_train):
     a float, lists, nulls) for every option of every group."""
     from omegaconf import OmegaConf
 
-    from pipelines import schema
-    from pipelines.app import CONF_DIR, declared_defaults
+    from pipelines.runtime import schema
+    from pipelines.runtime.app import CONF_DIR, declared_defaults
 
     groups = ["data", "preprocess", "augment", "init", "model", "optimizer", "scheduler", "diagnostics", "ensembling", "trainer"]
     for group in groups:

@@ -5,8 +5,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from pipelines import build
-from pipelines.app import CONF_DIR, rewrite_group_overrides
+from pipelines.runtime import build
+from pipelines.runtime.app import CONF_DIR, rewrite_group_overrides
 
 
 def options(group: str) -> list[str]:

@@ -81,8 +81,8 @@ def test_imagefolder_streamed_from_files_trains_exactly_like_in_memory(compose_t
     from omegaconf import OmegaConf
 
     from components.data.files import ImageFiles
-    from pipelines import build
-    from pipelines.worker import LocalSession, run_training
+    from pipelines.runtime import build
+    from pipelines.runtime.worker import LocalSession, run_training
 
     def run(in_memory: bool) -> list[dict]:
         config = OmegaConf.to_container(compose_train([

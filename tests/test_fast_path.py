@@ -6,8 +6,8 @@ from omegaconf import OmegaConf
 import pytest
 import torch
 
-from pipelines import validate
-from pipelines.worker import LocalSession, run_training
+from pipelines.runtime import validate
+from pipelines.runtime.worker import LocalSession, run_training
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU fallback")
 
@@ -45,7 +45,7 @@ def test_bad_precision_is_refused(compose_train, output_dir):
 def test_torch_compile_trains_and_checkpoints_the_plain_module(compose_train, tmp_path):
     """trainer.compile=true (≈ 40 s of compilation on 2 cores): training works and the
     checkpoint holds the module's own parameter names, loadable without torch.compile."""
-    from pipelines import build
+    from pipelines.runtime import build
 
     config = OmegaConf.to_container(compose_train(["trainer.epochs=1", "trainer.compile=true", "diagnostics=off", "model=convnet",
                                                    "model.channels=[4]", "model.hidden=[8]"]), resolve=True)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from components.engine.checkpoint import CorruptCheckpointError, read_meta
-from pipelines import build
-from pipelines.worker import LocalSession, run_training
+from pipelines.runtime import build
+from pipelines.runtime.worker import LocalSession, run_training
 
 
 def plain(compose_train, overrides):

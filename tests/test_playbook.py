@@ -13,8 +13,8 @@ from components.init import WeightInit
 from components.models import ConvNet, Maxout, MLP, ResNet
 from components.regularisation import DropConnectLinear
 from components.schedules import InverseTimeLR
-from pipelines import build
-from pipelines.worker import LocalSession, run_training
+from pipelines.runtime import build
+from pipelines.runtime.worker import LocalSession, run_training
 
 
 def test_maxout_is_the_max_over_its_pieces():

@@ -7,7 +7,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 import pytest
 
-from pipelines.worker import LocalSession, run_training
+from pipelines.runtime.worker import LocalSession, run_training
 
 
 def test_run_artifacts_answer_how_it_went(compose_train, tmp_path):
@@ -48,7 +48,9 @@ def test_a_submitted_jobs_runs_carry_its_submission_id(monkeypatch, tmp_path):
 def test_server_refuses_a_public_address_without_allowed_hosts(tmp_path, capsys):
     from pipelines import ui
 
-    assert ui.server_main(["--host", "0.0.0.0", "--output-dir", str(tmp_path)]) == 2
+    from pipelines import server
+
+    assert server.main(["--host", "0.0.0.0", "--output-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "--allowed-hosts" in err and "`--host`" in err
     assert not (tmp_path / "mlflow.db").exists()
@@ -99,7 +101,9 @@ def test_ui_refuses_a_taken_port_and_sigterm_stops_its_whole_process_tree(tmp_pa
     assert proc.returncode == 0 and "stopped" in out
     alive = [pid for pid in tree if Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]]
     assert not alive, [Path(f"/proc/{pid}/cmdline").read_text() for pid in alive]
-    assert ui.port_taken("127.0.0.1", port) is None
+    from pipelines.runtime.serve import port_taken
+
+    assert port_taken("127.0.0.1", port) is None
 
 
 def descendants(pid: int) -> list[int]:
@@ -112,7 +116,7 @@ def descendants(pid: int) -> list[int]:
 
 
 def test_run_description_says_what_how_it_went_and_how_to_reproduce():
-    from pipelines.train import describe
+    from pipelines.runtime.training import describe
 
     config = {"trainer": {"epochs": 3, "num_workers": 2, "batch_size": 64}, "optimizer": {"lr": 0.01}, "model": {"_target_": "x.MLP"}}
     choices = {"model": "mlp", "model/activation": "elu", "optimizer": "sgd", "scheduler": "step", "data": "digits"}
@@ -127,8 +131,8 @@ def test_run_description_says_what_how_it_went_and_how_to_reproduce():
 
 
 def test_run_names_stay_short_and_never_hold_a_path():
-    from pipelines.schema import SAFE_NAME
-    from pipelines.train import run_name
+    from pipelines.runtime.schema import SAFE_NAME
+    from pipelines.runtime.training import run_name
 
     choices = {"model": "convnet", "model/activation": "relu", "optimizer": "adam", "data": "imagefolder"}
     overrides = ["data=imagefolder", "data.root=/home/me/photos/holiday", "data.image_size=[32,32]", "optimizer.lr=0.01",

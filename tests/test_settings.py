@@ -14,7 +14,7 @@ def plain(compose_train, overrides, config_name="train"):
 
 
 def test_check_settings_change_what_the_probes_measure_and_decide(compose_train):
-    from pipelines.probes import run_probes
+    from pipelines.runtime.probes import run_probes
 
     common = ["check.lr_range.steps=2", "check.overfit_steps=60"]
     loose = run_probes(plain(compose_train, [*common, "check.examples=64", "check.lr_range.points=3", "check.overfit_target_loss=1.0"], "check"))
@@ -35,7 +35,7 @@ def test_check_settings_change_what_the_probes_measure_and_decide(compose_train)
 
 
 def test_resources_per_worker_cpu_sets_the_worker_threads(compose_train):
-    from pipelines.worker import LocalSession, run_training
+    from pipelines.runtime.worker import LocalSession, run_training
 
     before = torch.get_num_threads()
     try:
@@ -48,7 +48,7 @@ def test_resources_per_worker_cpu_sets_the_worker_threads(compose_train):
 
 def test_report_interval_reaches_ray_train_and_grid_points_shape_the_grid():
     from components.search import Dist, to_tune
-    from pipelines.ray_runner import ray_env
+    from pipelines.runtime.ray_runner import ray_env
 
     assert ray_env({"report_interval_s": 0.5})["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.5"
     grid = to_tune({"optimizer.lr": Dist("loguniform", (1e-4, 1e-1))}, "grid", 4)
@@ -58,7 +58,7 @@ def test_report_interval_reaches_ray_train_and_grid_points_shape_the_grid():
 def test_trainer_settings_reach_ray_train(compose_train, tmp_path):
     """What raysitter hands Ray Train for trainer.* (Ray acts on them: tests/test_cluster.py
     shows placement and failures on a real cluster, tests/test_train_ray.py checkpoints kept)."""
-    from pipelines.ray_runner import make_trainer
+    from pipelines.runtime.ray_runner import make_trainer
 
     config = plain(compose_train, ["trainer.num_workers=2", "trainer.max_failures=3", "trainer.checkpoints_to_keep=4",
                                    "trainer.placement_strategy=SPREAD", "trainer.log_level=INFO", "trainer.resources_per_worker.CPU=0.5"])

@@ -5,7 +5,8 @@ from mlflow.tracking import MlflowClient
 import pytest
 import torch
 
-from pipelines import build, train
+from pipelines import train
+from pipelines.runtime import build
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,8 @@ from components.zoo import BundleError, bundle_info, load_bundle, verify_bundle,
 from components.zoo.bundle import manifest_digest
 from components.zoo.registry import ZooError, ZooRef
 from components.engine.checkpoint import read_meta
-from pipelines import build
-from pipelines.worker import LocalSession, run_training
+from pipelines.runtime import build
+from pipelines.runtime.worker import LocalSession, run_training
 
 SMALL_CONVNET = ["model=convnet", "model.channels=[8]", "model.hidden=[16]"]
 
@@ -28,7 +28,7 @@ def trained(tmp_path_factory):
     """A small ConvNet trained 2 epochs on digits 0–4, and its bundle."""
     from hydra import compose, initialize_config_dir
 
-    from pipelines.app import CONF_DIR
+    from pipelines.runtime.app import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[*SMALL_CONVNET, "trainer.epochs=2", "data.classes=[0,1,2,3,4]", "diagnostics=off"])
@@ -160,7 +160,7 @@ def test_ensemble_of_copies_equals_the_model(trained):
 def test_ema_weights_differ_from_the_raw_weights_and_evaluate(compose_train, tmp_path, monkeypatch):
     from components.ensembles import WeightAveraging
     from components.engine.checkpoint import load_weights
-    from pipelines import worker
+    from pipelines.runtime import worker
 
     config = plain(compose_train, ["trainer.epochs=3", "ensembling=ema", "ensembling.decay=0.9", "ensembling.export=false",
                                    "diagnostics=off", "model.batch_norm=true"])

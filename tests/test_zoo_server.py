@@ -23,7 +23,7 @@ RAYSITTER = str(Path(sys.executable).parent / "raysitter")
 def logged_run(compose_train, url: str, overrides: list[str], experiment: str = "raysitter") -> str:
     """Trains in-process (no Ray) into an MLflow run on the server; returns its id."""
     from components.tracking import ensure_experiment
-    from pipelines.worker import LocalSession, run_training
+    from pipelines.runtime.worker import LocalSession, run_training
 
     config = OmegaConf.to_container(compose_train(["diagnostics=off", *overrides]), resolve=True)
     client = MlflowClient(url)
@@ -61,7 +61,7 @@ def test_push_list_pull_on_a_second_machine(compose_train, mlflow_server, tmp_pa
     assert str(bundle) in pulled.stdout and "verified" in pulled.stdout
     net, normalizer, info = load_bundle(bundle)
     assert info["source"]["run_id"] == run_id
-    from pipelines import build
+    from pipelines.runtime import build
 
     test = build.load_splits(info["data"], info["seed"]).test
     logged = MlflowClient(url).get_run(run_id).data.metrics["test/acc"]

@@ -15,7 +15,7 @@ import pytest
 from components.zoo import BundleError, load_bundle
 from components.zoo.bundle import ALLOWED_TARGETS, targets
 from components.zoo.registry import DIGEST_TAG, push
-from pipelines.app import CONF_DIR
+from pipelines.runtime.app import CONF_DIR
 
 
 def test_every_model_and_data_option_is_allow_listed():
@@ -30,7 +30,7 @@ def test_every_model_and_data_option_is_allow_listed():
 def zoo(tmp_path_factory, compose_train_module):
     """An embedded store with one trained run (1 epoch, MLP) pushed as `digits/1`."""
     from components.tracking import default_tracking_uri, ensure_experiment
-    from pipelines.worker import LocalSession, run_training
+    from pipelines.runtime.worker import LocalSession, run_training
 
     out = tmp_path_factory.mktemp("zoo-trust") / "outputs"
     out.mkdir()

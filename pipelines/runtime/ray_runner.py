@@ -109,11 +109,11 @@ def own_sigterm_handler() -> Iterator[None]:
 
 
 def make_trainer(config: dict[str, Any], run_name: str, storage_path: str | None = None, callbacks: list | None = None) -> Any:
-    """A TorchTrainer running `pipelines.worker.train_worker` on `trainer.num_workers` DDP workers."""
+    """A TorchTrainer running `pipelines.runtime.worker.train_worker` on `trainer.num_workers` DDP workers."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from pipelines.worker import train_worker
+    from pipelines.runtime.worker import train_worker
 
     t = config["trainer"]
     return TorchTrainer(

@@ -14,8 +14,8 @@ from omegaconf import OmegaConf
 
 from components.search import Dist, has_dotted, parse_space, set_dotted
 from components.tracking import flatten
-from pipelines.app import CONF_DIR
-from pipelines.errors import UserError
+from pipelines.runtime.app import CONF_DIR
+from pipelines.runtime.errors import UserError
 
 ATTEMPT_TAG = "raysitter.trial"
 
@@ -61,7 +61,7 @@ def run_trial(values: dict[str, Any], base: dict[str, Any]) -> None:
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from pipelines.ray_runner import make_trainer
+    from pipelines.runtime.ray_runner import make_trainer
 
     import ray
 
@@ -89,7 +89,7 @@ def run_trial(values: dict[str, Any], base: dict[str, Any]) -> None:
         client.log_batch(run_id, params=params[:100])  # a space has a handful of keys
         config["_run"] = {"run_id": run_id, "tracking_uri": sweep["tracking_uri"], "label": label}
         if sweep["backend"] == "function":  # the per-worker loop right here: no worker group to start
-            from pipelines.worker import TuneSession, run_training
+            from pipelines.runtime.worker import TuneSession, run_training
 
             metrics = run_training(config, TuneSession())
         else:

@@ -16,7 +16,7 @@ import yaml
 
 from components.tracking import ensure_experiment, environment_tags, flatten, redact
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROJECT_DIR = Path(__file__).resolve().parents[2]  # the project root (pipelines/runtime/ is two below)
 MAX_PARAM_LEN = 6000  # MLflow's limit for a param value is 6000 characters
 
 

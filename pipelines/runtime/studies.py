@@ -10,8 +10,8 @@ from pathlib import Path
 import tempfile
 from typing import Any
 
-from pipelines import build
-from pipelines.tracking import RunTracker
+from pipelines.runtime import build
+from pipelines.runtime.tracking import RunTracker
 
 
 def init_study(config: dict[str, Any], tracker: RunTracker) -> str:
@@ -58,7 +58,7 @@ def random_vs_grid(config: dict[str, Any], tracker: RunTracker) -> str:
 
     from components.checks import plots
     from components.search import grid_values, parse_space, sample, set_dotted
-    from pipelines.worker import LocalSession, run_training
+    from pipelines.runtime.worker import LocalSession, run_training
 
     space = parse_space(config["space"])
     keys = list(space)
@@ -112,7 +112,7 @@ def check_transfer(config: dict[str, Any]) -> None:
     """Every fine-tuning case names a strategy and an lr_scale in (0, 1]: checked before the
     study's MLflow run opens."""
     from components.zoo.transfer import STRATEGIES
-    from pipelines.errors import UserError
+    from pipelines.runtime.errors import UserError
 
     for name, case in (config.get("cases") or {}).items():
         scale = case.get("lr_scale") if isinstance(case, dict) else None
@@ -134,7 +134,7 @@ def transfer(config: dict[str, Any], tracker: RunTracker) -> str:
     from components.tracking import flatten
     from components.zoo import bundle_info, write_bundle
     from components.zoo.bundle import manifest_digest
-    from pipelines.worker import LocalSession, run_training
+    from pipelines.runtime.worker import LocalSession, run_training
 
     check_transfer(config)
     base = {k: v for k, v in config.items() if k not in ("runner", "pretrain", "target", "cases", "seeds")}

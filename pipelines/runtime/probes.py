@@ -1,20 +1,30 @@
 """Builds what the preflight checks need from a plain config and runs them (in-process, or as
-a Ray task from `raysitter check`)."""
+a Ray task from `raysitter check` and `raysitter tune`'s preflight), and shows and logs their
+results."""
 from __future__ import annotations
 
 import copy
-from typing import Any
+from pathlib import Path
+import tempfile
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from rich.table import Table
 import torch
 
 from components.checks import initial_loss, lr_range_test, overfit_tiny, regularization_raises_loss
-from pipelines import build
+from pipelines.runtime import build
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from pipelines.runtime.tracking import RunTracker
+
 
 def _default_check() -> dict[str, Any]:
     from omegaconf import OmegaConf
 
-    from pipelines.app import CONF_DIR
+    from pipelines.runtime.app import CONF_DIR
 
     return OmegaConf.to_container(OmegaConf.load(CONF_DIR / "check.yaml"))["check"]
 
@@ -73,3 +83,36 @@ def run_probes(config: dict[str, Any], range_test: bool = True) -> dict[str, Any
     )
     results.append(range_result)
     return {"results": [res.to_dict() for res in results], "lr_rows": rows, "suggested": suggested, "num_classes": splits.num_classes}
+
+
+COLOURS = {"PASS": "green", "WARN": "yellow", "FAIL": "red"}
+
+
+def print_table(results: list[dict[str, Any]], console: Console) -> None:
+    table = Table(title="raysitter check", show_lines=False)
+    for column in ("check", "status", "measured", "expected", "hint"):
+        table.add_column(column, overflow="fold")
+    for r in results:
+        status = r["status"] + ("" if r["gating"] else " (advisory)")
+        table.add_row(r["name"], f"[{COLOURS[r['status']]}]{status}[/]", r["measured"], r["expected"], r["hint"])
+    console.print(table)
+
+
+def log_results(tracker: RunTracker, report: dict[str, Any]) -> None:
+    from components.checks import plots
+
+    client, run_id = tracker.client, tracker.run_id
+    for r in report["results"]:
+        client.set_tag(run_id, f"check.{r['key']}", r["status"])
+        for key, value in r["values"].items():
+            client.log_metric(run_id, f"check/{key}", float(value))
+    client.set_tag(run_id, "raysitter.kind", "check")
+    client.set_tag(run_id, "check.passed", str(gating_passed(report["results"])).lower())
+    client.log_dict(run_id, report, "check_results.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = plots.lr_range(report["lr_rows"], report["suggested"], Path(tmp) / "lr_range_test.png")
+        client.log_artifact(run_id, str(path), "plots")
+
+
+def gating_passed(results: list[dict[str, Any]]) -> bool:
+    return not any(r["gating"] and r["status"] == "FAIL" for r in results)

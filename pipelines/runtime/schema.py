@@ -17,7 +17,7 @@ import math
 import re
 from typing import Any
 
-from pipelines.errors import UserError
+from pipelines.runtime.errors import UserError
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][\w.\-=+,@:\[\]]*$")  # run, sweep and resume names: no '/', quotes or spaces
 ZOO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -17,8 +17,8 @@ import torch
 
 from components.data import DataNotFoundError
 from components.tracking import TrackingUnreachableError, check_reachable, default_tracking_uri
-from pipelines import build
-from pipelines.errors import UserError
+from pipelines.runtime import build
+from pipelines.runtime.errors import UserError
 
 
 def resolve(cfg: DictConfig) -> dict[str, Any]:
@@ -242,7 +242,7 @@ def declared() -> dict[str, Any]:
     """What the running Hydra app's config files declare (empty outside a Hydra app)."""
     from hydra.core.hydra_config import HydraConfig
 
-    from pipelines.app import declared_defaults
+    from pipelines.runtime.app import declared_defaults
 
     if not HydraConfig.initialized():
         return {}
@@ -251,8 +251,8 @@ def declared() -> dict[str, Any]:
 
 
 def check_values(config: dict[str, Any]) -> None:
-    """Declared types, documented ranges and the rules across keys (pipelines.schema)."""
-    from pipelines import schema
+    """Declared types, documented ranges and the rules across keys (pipelines.runtime.schema)."""
+    from pipelines.runtime import schema
 
     schema.check(config, declared())
 
@@ -263,8 +263,8 @@ def check_command(config_name: str, overrides: list[str]) -> None:
     job to a cluster. Raises UserError."""
     from hydra import compose, initialize_config_dir
 
-    from pipelines import schema
-    from pipelines.app import CONF_DIR, check_overrides, declared_defaults, rewrite_group_overrides
+    from pipelines.runtime import schema
+    from pipelines.runtime.app import CONF_DIR, check_overrides, declared_defaults, rewrite_group_overrides
 
     overrides = rewrite_group_overrides(overrides)
     check_overrides(config_name, overrides)

@@ -15,8 +15,8 @@ from pathlib import Path
 import re
 from typing import Any
 
-from pipelines.errors import UserError
-from pipelines.sweep import read_state, write_state
+from pipelines.runtime.errors import UserError
+from pipelines.runtime.sweep import read_state, write_state
 
 STATE_FILE = "raysitter_run.json"
 # What may change on resume: where it runs, how many failures it may survive.
@@ -92,7 +92,7 @@ def load(name: str, output_dir: str, overrides: list[str], current: dict[str, An
     state = read_state(path)
     config = state["config"]
     from components.zoo.bundle import check_targets
-    from pipelines.app import conf_targets
+    from pipelines.runtime.app import conf_targets
 
     check_targets(config, conf_targets(), what=str(path))  # a state file builds only what conf/ names
     given = {o.lstrip("+~").split("=")[0] for o in overrides}

@@ -21,8 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 
 import conf
 from components.zoo import BundleError
-from pipelines import multirun
-from pipelines.errors import UserError, refuse_artifact, report_and_exit
+from pipelines.runtime import multirun
+from pipelines.runtime.errors import UserError, refuse_artifact, report_and_exit
 
 CONF_DIR = Path(conf.__file__).parent
 
@@ -75,7 +75,7 @@ def _primary(name: str) -> dict[str, Any]:
 
 def declared_defaults(config_name: str, choices: dict[str, Any]) -> dict[str, Any]:
     """The config as its files declare it, before any value override: each chosen option's
-    file at its group's place, then the primary config's own keys. What `pipelines.schema`
+    file at its group's place, then the primary config's own keys. What `pipelines.runtime.schema`
     reads the declared type of every key from."""
     tree: dict[str, Any] = {}
     for group, option in choices.items():

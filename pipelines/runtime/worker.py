@@ -16,7 +16,7 @@ from components.checks.diagnostics import History
 from components.engine.callbacks import Callback, ProgressPrinter
 from components.engine.checkpoint import load_weights, read_train_state, usable_checkpoint, write_checkpoint
 from components.engine.loop import TrainLoop
-from pipelines import build
+from pipelines.runtime import build
 
 
 class LocalSession:

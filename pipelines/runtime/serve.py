@@ -1,0 +1,172 @@
+"""The MLflow server behind `raysitter ui` and `raysitter server`: MLflow's UI and tracking server over the store the
+pipelines write to (default: the embedded SQLite store and artifacts in ./outputs).
+
+    raysitter ui [--port 5000]                      # 127.0.0.1 only: review runs in a browser
+    raysitter server --host 0.0.0.0 --allowed-hosts head-node:5000,10.0.0.5:5000
+                                                    # a tracking server a cluster's jobs log to
+
+Both serve artifacts through the server (`--artifacts-destination`), so a job on another node
+uploads checkpoints, plots and bundles over HTTP without sharing a file system. The address is
+printed once the server answers; a taken port is refused (exit 2); Ctrl-C, SIGTERM and SIGHUP
+stop the server's whole process tree.
+"""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
+import os
+from pathlib import Path
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+import urllib.request
+
+from components.tracking import default_tracking_uri, redact
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def parser(prog: str, server: bool) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--output-dir", default=os.environ.get("RAYSITTER_OUTPUT_DIR", "outputs"))
+    p.add_argument("--backend-store-uri", default=None, help="default: $MLFLOW_TRACKING_URI or OUTPUT_DIR/mlflow.db")
+    if server:
+        p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: every interface; needs --allowed-hosts)")
+        p.add_argument("--allowed-hosts", default=None, help="Host headers MLflow accepts besides localhost, e.g. head:5000,10.0.0.5:5000")
+        p.add_argument("--workers", type=int, default=2)
+    return p
+
+
+def serve(argv: list[str] | None, prog: str, server: bool) -> int:
+    args = parser(prog, server).parse_args(argv)
+    output = Path(args.output_dir).resolve()
+    uri = args.backend_store_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(output)
+    host = getattr(args, "host", "127.0.0.1")
+    if uri.startswith("http"):
+        print(f"raysitter {'server' if server else 'ui'}: {redact(uri)} is already a server; open it in a browser.")
+        return 0
+    if not server and uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        print(
+            f"raysitter: error in `--backend-store-uri`: {uri} does not exist yet. Fix: run `raysitter train` "
+            "first, or pass --output-dir / --backend-store-uri of an existing store.",
+            file=sys.stderr,
+        )
+        return 2
+    if server and host not in LOOPBACK and not args.allowed_hosts:
+        print(
+            f"raysitter: error in `--host`: binding {host} exposes the tracking store to the network, and MLflow "
+            "answers only requests addressed to localhost unless told which names its clients use. Fix: pass "
+            "--allowed-hosts with the address(es) the cluster uses to reach this machine (e.g. --allowed-hosts "
+            f"head-node:{args.port},10.0.0.5:{args.port}), and keep the port behind the cluster's firewall.",
+            file=sys.stderr,
+        )
+        return 2
+    if not 1 <= args.port <= 65535:
+        print(f"raysitter: error in `--port`: {args.port} is not a TCP port. Fix: pass a number from 1024 to 65535, e.g. --port 5000.",
+              file=sys.stderr)
+        return 2
+    taken = port_taken(host, args.port)
+    if taken:
+        print(
+            f"raysitter: error in `--port`: port {args.port} on {host} is taken ({taken}): another server (perhaps an "
+            f"earlier raysitter ui) holds it, and a new one would fail or leave you looking at that server's store. "
+            f"Fix: pass another port, e.g. --port {args.port + 1}, or stop what holds {args.port}.",
+            file=sys.stderr,
+        )
+        return 2
+    cmd = [
+        sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(args.port),
+        "--backend-store-uri", uri, "--artifacts-destination", str(output / "mlartifacts"),
+    ]
+    if server:
+        cmd += ["--workers", str(args.workers)]
+        if args.allowed_hosts:
+            cmd += ["--allowed-hosts", args.allowed_hosts]
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    with stop_on_signals():
+        proc = subprocess.Popen(cmd, start_new_session=True)  # its own process group: the server and its workers
+        try:
+            if not answering(f"http://{shown}:{args.port}", proc):
+                print(f"raysitter: the MLflow server on port {args.port} did not start (exit code {proc.poll()}; its own "
+                      "message is above).", file=sys.stderr, flush=True)
+                return 1
+            print(f"MLflow {'tracking server' if server else 'UI'} on http://{shown}:{args.port}  (store {redact(uri)}; Ctrl-C stops it)", flush=True)
+            if server:
+                print(f"jobs log to it with: export MLFLOW_TRACKING_URI=http://{shown if host in LOOPBACK else '<this-host>'}:{args.port}", flush=True)
+            proc.wait()
+            return 1  # the server ended by itself
+        except Stopped:
+            print("stopped", flush=True)
+            return 0
+        finally:
+            stop_group(proc)
+
+
+class Stopped(Exception):
+    """SIGINT, SIGTERM or SIGHUP reached `raysitter ui` / `raysitter server`."""
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP (a closed terminal) all raise Stopped, so the server's process
+    group is stopped on the way out; the previous handlers come back afterwards."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Stopped(signum)
+
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, handler) for s in signals}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def stop_group(proc: subprocess.Popen, timeout_s: float = 15) -> None:
+    """SIGTERM to the server's whole process group, SIGKILL if it lingers."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # workers that outlived the parent
+    except ProcessLookupError:
+        pass
+
+
+def port_taken(host: str, port: int) -> str | None:
+    """Why `port` cannot be bound on `host` (None when it can)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # like the server itself: TIME_WAIT is no owner
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            return e.strerror or str(e)
+    return None
+
+
+def answering(url: str, proc: subprocess.Popen, timeout_s: float = 120) -> bool:
+    """Waits until this server (still our child) answers /health; False if it exits first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200 and proc.poll() is None:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.25)
+    return False

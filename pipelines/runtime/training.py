@@ -1,0 +1,249 @@
+"""A training run from start to finish, shared by `raysitter train` and `raysitter finetune`:
+validate → name the run → open its MLflow run → Ray Train → log the result → register it; the
+command line's exits (1 failed or diverged, 130 interrupted) and the run's name and description."""
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from pipelines.runtime import resume, validate
+from pipelines.runtime.multirun import group_tags
+from pipelines.runtime.tracking import RunTracker, tracked_run
+
+
+NAME_CHARS = re.compile(r"^[\w.\-+,@:\[\]]+$")  # what a run name (and its storage folder) may hold
+NOT_IN_NAMES = ("hydra.", "tracking.", "trainer.address", "resume", "output_dir")
+
+
+def key_overrides(overrides: list[str], limit: int = 3, longest: int = 12) -> list[str]:
+    """The short value overrides worth a run name (`optimizer.lr=0.01` → `lr=0.01`): group
+    choices are in the name already; bookkeeping keys, paths (`data.root=…`) and long or odd
+    values stay out (they are in the run's params and its `command` tag)."""
+    out = []
+    for override in overrides:
+        key, sep, value = override.lstrip("+~").partition("=")
+        if not sep or "." not in key or key.startswith(NOT_IN_NAMES) or "/" in key:
+            continue
+        if len(value) > longest or not NAME_CHARS.match(value) or key.endswith(("root", "uri", "path", "dir")):
+            continue
+        out.append(f"{key.rsplit('.', 1)[-1]}={value}")
+    return out[:limit]
+
+
+def run_name(config: dict[str, Any], choices: dict[str, Any], pipeline: str, overrides: list[str] | None = None) -> str:
+    if config["tracking"].get("run_name"):
+        return config["tracking"]["run_name"]
+    if config.get("_zoo"):  # fine-tuning: the architecture is the zoo model's
+        parts = [pipeline, config["_zoo"]["ref"].replace("@", "-").replace("/", "-v"), config["_zoo"]["strategy"], choices.get("data")]
+    else:
+        parts = [pipeline, choices.get("model"), choices.get("model/activation"), choices.get("optimizer"), choices.get("data")]
+    parts += key_overrides(overrides or [])
+    return "-".join(str(p) for p in parts if p) + time.strftime("-%Y%m%d-%H%M%S")
+
+
+def hydra_tags(pipeline: str) -> tuple[dict[str, str], dict[str, Any]]:
+    hc = HydraConfig.get()
+    overrides = list(hc.overrides.task)
+    tags = {
+        "pipeline": pipeline,
+        "hydra.overrides": " ".join(overrides) or "(none)",
+        "command": " ".join(["raysitter", pipeline, *overrides]),
+        **group_tags(),
+    }
+    return tags, dict(hc.runtime.choices)
+
+
+def describe(config: dict[str, Any], choices: dict[str, Any], tags: dict[str, str],
+             metrics: dict[str, float] | None = None, seconds: float | None = None) -> str:
+    """The run's description in the MLflow UI (markdown): what it was, how to reproduce it and,
+    once finished, how it went."""
+    t, opt = config["trainer"], config["optimizer"]
+    model = choices.get("model") or str(config["model"].get("_target_", "?")).rsplit(".", 1)[-1]
+    what = (f"**{tags.get('pipeline', 'train')}** · {model} ({choices.get('model/activation', '-')}) · "
+            f"{choices.get('optimizer', '?')} lr {opt.get('lr')} · {choices.get('scheduler', '-')} schedule · "
+            f"{choices.get('data', '?')} · {t['epochs']} epochs · {t['num_workers']} worker(s), global batch {t['batch_size']}")
+    if config.get("_zoo"):
+        what += f" · fine-tuned from zoo model `{config['_zoo']['ref']}` (strategy {config['_zoo']['strategy']})"
+    lines = [what]
+    if metrics:
+        if metrics.get("diverged"):
+            outcome = f"**diverged** at epoch {int(metrics.get('epoch', 0))} (train/loss {metrics.get('train/loss')})"
+        else:
+            outcome = (f"val/acc **{metrics.get('val/acc', float('nan')):.4f}**, test/acc **{metrics.get('test/acc', float('nan')):.4f}**, "
+                       f"train/acc {metrics.get('train/acc', float('nan')):.4f} (train − val gap {metrics.get('gap/train_val_acc', float('nan')):+.4f})")
+        for prefix in ("ema", "polyak", "snapshots"):
+            if f"{prefix}/test/acc" in metrics:
+                outcome += f"; {prefix} test/acc {metrics[f'{prefix}/test/acc']:.4f}"
+        lines += ["", f"Result after {int(metrics.get('epoch', 0))} epochs in {seconds or 0:.0f} s: {outcome}."]
+    lines += ["", "Reproduce (from the commit in the tag `git.commit`):", "", f"    {tags.get('command', '')}"]
+    if metrics:
+        lines += ["", "Artifacts: `plots/` (loss, accuracy, update ratios, activations, confusion matrix), "
+                  "`samples/augmented.png`, `config.yaml`, `bundle/` (model zoo), `model/` (MLflow PyTorch model)."]
+    return "\n".join(lines)
+
+
+def log_final_model(tracker: RunTracker, checkpoint_dir: str) -> None:
+    """The trained network with its preprocessing, in MLflow's PyTorch flavour with a signature."""
+    import mlflow
+    import torch
+
+    from components.preprocess import Preprocessed
+    from pipelines.runtime import build
+
+    from components.tracking import scoped_tracking_uri
+
+    net, normalizer, meta = build.model_from_checkpoint(checkpoint_dir)
+    example = torch.rand(2, *meta["input_shape"]).numpy()
+    with scoped_tracking_uri(tracker.uri), mlflow.start_run(run_id=tracker.run_id):
+        mlflow.pytorch.log_model(
+            Preprocessed(net, normalizer).eval(),
+            name="model",
+            input_example=example,
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        )
+    tracker.ended = True  # leaving start_run's block marked the run FINISHED
+
+
+def train(cfg: DictConfig, pipeline: str = "train", adjust: Any = None) -> dict[str, float]:
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    overrides = list(HydraConfig.get().overrides.task)
+    if cfg.get("resume"):  # the interrupted run's own config, MLflow run and name
+        current = {"trainer": OmegaConf.to_container(cfg.trainer, resolve=True)}
+        state = resume.load(str(cfg.resume), validate.absolute(cfg.output_dir), overrides, current)
+        config, name, tags, choices = state["config"], state["name"], state["tags"], state["choices"]
+        net, resume_run_id = None, config["_run"]["run_id"]
+        key = state.get("key", name)  # runs saved before storage keys: the folder is the name
+        print(f"raysitter {pipeline}: resuming {name} (MLflow run {resume_run_id})", flush=True)
+    else:
+        config, net = validate.prepare(cfg, adjust)
+        tags, choices = hydra_tags(pipeline)
+        tags.update(config.pop("_tags", {}))
+        name = run_name(config, choices, pipeline, overrides)
+        tags["mlflow.note.content"] = describe(config, choices, tags)
+        resume_run_id, key = None, None  # the storage key comes with the MLflow run id
+        print(f"raysitter {pipeline}: {name}", flush=True)
+        earlier = resume.same_name(config["output_dir"], name)
+        if earlier:
+            print(f"raysitter {pipeline}: a run named {name!r} exists already; this is a new run, trained from scratch "
+                  f"(to continue the earlier one instead: {resume.command(pipeline, earlier[-1])})", flush=True)
+    started = time.perf_counter()
+    try:
+        with tracked_run(config, name, tags, resume_run_id) as tracker:
+            if net is not None:
+                tracker.log_config(config)
+                tracker.log_model_summary(net)
+                config["_run"] = {"run_id": tracker.run_id, "tracking_uri": tracker.uri}
+                key = resume.storage_key(name, tracker.run_id)
+                resume.save(config, name, key, tags, choices)
+            metrics, checkpoint = fit_and_log(config, key, tracker, choices, tags, started)
+    except KeyboardInterrupt:
+        if key is None:  # nothing saved yet: nothing to resume
+            raise
+        raise Interrupted(key, pipeline) from None
+    print_summary(metrics, tracker, checkpoint, time.perf_counter() - started)
+    register(config, tracker.uri, tracker.run_id)
+    return metrics
+
+
+def fit_and_log(config: dict[str, Any], key: str, tracker: RunTracker, choices: dict[str, Any], tags: dict[str, str],
+                started: float) -> tuple[dict[str, float], str | None]:
+    """Ray Train (its run named by the storage `key`), then the run's result in MLflow:
+    description, outcome, checkpoint, model."""
+    from pipelines.runtime import ray_runner
+
+    try:
+        result = ray_runner.fit(config, key)
+    except Exception as e:  # Ray has already shown the worker's traceback above
+        lines = [ln for ln in str(e).splitlines() if ln.strip()]
+        raise TrainingFailed(lines[-1] if lines else type(e).__name__) from e
+    # Ray Train V2 may leave Result.metrics empty when the last report had no checkpoint (a
+    # diverged run): worker 0 logged every epoch to MLflow, so read them back from there.
+    metrics = dict(result.metrics or tracker.client.get_run(tracker.run_id).data.metrics)
+    tracker.client.set_tag(tracker.run_id, "mlflow.note.content", describe(config, choices, tags, metrics, time.perf_counter() - started))
+    if metrics.get("diverged"):
+        tracker.client.set_tag(tracker.run_id, "raysitter.outcome", "diverged")
+        raise Diverged(f"diverged at epoch {int(metrics.get('epoch', 0))}: train/loss became {metrics.get('train/loss')}")
+    checkpoint = result.checkpoint.path if result.checkpoint else None
+    if checkpoint:
+        tracker.client.set_tag(tracker.run_id, "checkpoint", checkpoint)
+    if checkpoint and config["tracking"].get("log_model", True):
+        log_final_model(tracker, checkpoint)
+    return metrics, checkpoint
+
+
+def register(config: dict[str, Any], uri: str, run_id: str) -> None:
+    """`tracking.register_as=NAME`: push the finished run's bundle to the zoo."""
+    name = config["tracking"].get("register_as")
+    if not name:
+        return
+    from components.zoo.registry import ZooError, push
+    from mlflow.tracking import MlflowClient
+
+    alias = config["tracking"].get("register_alias")
+    try:
+        version = push(MlflowClient(uri, registry_uri=uri), uri, run_id, name, alias)
+    except ZooError as e:
+        print(f"raysitter: error in `tracking.register_as`: run {run_id} finished (FINISHED in MLflow) but registering "
+              f"it as {name!r} failed: {e}. Fix: push it by hand with `raysitter zoo push {run_id} --name NAME`.",
+              file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    print(f"zoo          {version.name}/{version.version}" + (f" (alias {alias})" if alias else ""), flush=True)
+
+
+class TrainingFailed(RuntimeError):
+    pass
+
+
+class Diverged(TrainingFailed):
+    """The loss stopped being finite; the run ends FAILED with raysitter.outcome=diverged."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM: the MLflow run is KILLED, Ray Train's checkpoints stay for `resume=`."""
+
+    def __init__(self, name: str, pipeline: str) -> None:
+        super().__init__(name)
+        self.name, self.pipeline = name, pipeline
+
+
+def print_summary(m: dict[str, float], tracker: RunTracker, checkpoint: str | None, seconds: float) -> None:
+    line = "─" * 72
+    print(line)
+    print(f"finished in {seconds:.1f} s   val/acc {m.get('val/acc', float('nan')):.4f}   test/acc {m.get('test/acc', float('nan')):.4f}")
+    for prefix in ("ema", "polyak", "snapshots"):
+        if f"{prefix}/test/acc" in m:
+            print(f"{prefix:<12} val/acc {m[f'{prefix}/val/acc']:.4f}   test/acc {m[f'{prefix}/test/acc']:.4f}   "
+                  f"(gain over the single model {m[f'{prefix}/gain_test_acc']:+.4f})")
+    print(f"MLflow run   {tracker.run_id}  ({tracker.shown})")
+    if checkpoint:
+        print(f"checkpoint   {checkpoint}")
+    print(f"open the UI  {tracker.ui_hint()}")
+    print(line, flush=True)
+
+
+def run_cli(cfg: DictConfig, pipeline: str = "train", adjust: Any = None) -> float:
+    """`train` with the command line's exits: 1 for a failed or diverged run, 130 when
+    interrupted; returns val/acc (what a Hydra sweeper optimises)."""
+    try:
+        metrics = train(cfg, pipeline, adjust)
+    except Diverged as e:
+        print(f"raysitter {pipeline}: {e}. The MLflow run is marked FAILED (raysitter.outcome=diverged). "
+              "Fix: lower optimizer.lr (raysitter check suggests a range).", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    except TrainingFailed as e:
+        print(f"raysitter {pipeline}: training failed: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    except Interrupted as e:
+        print(f"raysitter {pipeline}: interrupted; the MLflow run is marked KILLED. Continue it from its last checkpoint "
+              f"with: {resume.command(e.pipeline, e.name)}", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
+    except KeyboardInterrupt:
+        print(f"raysitter {pipeline}: interrupted", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
+    return float(metrics.get("val/acc", 0.0))
