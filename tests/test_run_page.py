@@ -46,8 +46,6 @@ def test_a_submitted_jobs_runs_carry_its_submission_id(monkeypatch, tmp_path):
 
 
 def test_server_refuses_a_public_address_without_allowed_hosts(tmp_path, capsys):
-    from pipelines import ui
-
     from pipelines import server
 
     assert server.main(["--host", "0.0.0.0", "--output-dir", str(tmp_path)]) == 2
