@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from components.search import Dist, flatten_space, narrow, to_tune
+from components.search import Dist, flatten_space, narrow
 from pipelines.runtime import sweep, validate
 from pipelines.runtime.app import hydra_app
 from pipelines.runtime.errors import UserError
@@ -38,25 +38,46 @@ def describe(space: dict[str, Dist]) -> str:
     return ", ".join(f"{k} ~ {d.describe()}" for k, d in space.items())
 
 
+def compose_trials(config: dict, space: dict[str, Dist], stage: int, state: dict) -> list[dict]:
+    """Each trial of the stage as its own run: its sampled values and the stage's epochs become
+    overrides of the sweep's command line, and its config is composed from them and resolved
+    here, on the driver (so interpolations follow the trial's values, and `oc.env` is read on
+    this machine). Paths the driver made absolute stay so in every trial."""
+    s = config["search"]
+    spec = s["stages"][stage - 1]
+    quoted = lambda v: "'" + str(v).replace("\\", "\\\\").replace("'", "\\'") + "'"  # noqa: E731  (Hydra's quoting)
+    pinned = [f"output_dir={quoted(config['output_dir'])}", f"tracking.uri={quoted(config['tracking']['uri'])}"]
+    pinned += [f"data.root={quoted(config['data']['root'])}"] if config["data"].get("root") else []
+    trials = []
+    for values in sweep.stage_values(space, s["method"], s["grid_points"], spec["samples"], config["seed"] * 1000 + stage):
+        overrides = sweep.trial_overrides(state.get("overrides", []), values, spec["epochs"], s["worker_cpus"])
+        trial_config = validate.compose_run("train", [*overrides, *pinned, "tracking.log_model=false"])
+        trials.append({"values": values, "overrides": overrides, "command": sweep.trial_command(overrides), "config": trial_config})
+    return trials
+
+
 def run_stage(config: dict, space: dict[str, Dist], stage: int, state: dict, tracker: RunTracker, restore: bool) -> list[dict]:
-    """One stage as one Tuner; returns a dict per trial (its values, last metrics, epochs run)."""
+    """One stage as one Tuner over the trials `compose_trials` made; returns a dict per trial
+    (its values, last metrics, epochs run)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     s = config["search"]
     spec = s["stages"][stage - 1]
-    base = sweep.trial_config(config, {})
-    base["trainer"] = {**base["trainer"], "epochs": spec["epochs"], "resources_per_worker": {**base["trainer"]["resources_per_worker"], "CPU": s["worker_cpus"]}}
-    base["tracking"] = {**base["tracking"], "log_model": False}
-    base["_sweep"] = {
-        "name": state["name"], "stage": stage, "parent_run_id": tracker.run_id, "experiment_id": tracker.experiment_id,
-        "tracking_uri": tracker.uri, "storage": str(Path(config["output_dir"]) / "ray_results" / state["name"] / "trials"),
-        "backend": s.get("trial_backend", "train"),
+    trials_spec = compose_trials(config, space, stage, state)
+    backend = s.get("trial_backend", "train")
+    stage_data = {
+        "sweep": {
+            "name": state["name"], "stage": stage, "parent_run_id": tracker.run_id, "experiment_id": tracker.experiment_id,
+            "tracking_uri": tracker.uri, "storage": str(Path(config["output_dir"]) / "ray_results" / state["name"] / "trials"),
+            "backend": backend,
+        },
+        "trials": trials_spec,
     }
     # A `function` trial trains inside the Tune function itself, so it takes the worker's CPUs too.
-    cpus = s["trial_cpus"] + (s["worker_cpus"] if base["_sweep"]["backend"] == "function" else 0)
-    trainable = tune.with_resources(functools.partial(sweep.run_trial, base=base), {"CPU": cpus})
+    cpus = s["trial_cpus"] + (s["worker_cpus"] if backend == "function" else 0)
+    trainable = tune.with_resources(functools.partial(sweep.run_trial, stage=stage_data), {"CPU": cpus})
     storage = str(Path(config["output_dir"]) / "ray_results" / state["name"])
     stage_name = f"stage{stage}"
     if restore and tune.Tuner.can_restore(f"{storage}/{stage_name}"):
@@ -66,29 +87,29 @@ def run_stage(config: dict, space: dict[str, Dist], stage: int, state: dict, tra
         scheduler = None
         if s["scheduler"] == "asha":
             scheduler = ASHAScheduler(time_attr="training_iteration", max_t=spec["epochs"], grace_period=s["grace_period"], reduction_factor=s["reduction_factor"])
-        samples = 1 if s["method"] == "grid" else spec["samples"]
         tuner = tune.Tuner(
             trainable,
-            param_space=to_tune(space, s["method"], s["grid_points"]),
+            # the configurations were drawn (seeded) and composed above: Tune runs each once, in order
+            param_space={"trial": tune.grid_search(list(range(len(trials_spec))))},
             tune_config=tune.TuneConfig(
-                metric=s["metric"], mode=s["mode"], num_samples=samples, scheduler=scheduler,
-                # seeded sampling: the same seed and stage draw the same configurations (so a sweep
-                # with and one without ASHA compare like for like). The generator bounds concurrency
-                # itself: Tune ignores max_concurrent_trials when given a generator
-                search_alg=BasicVariantGenerator(random_state=config["seed"] * 1000 + stage, max_concurrent=s["max_concurrent"]),
+                metric=s["metric"], mode=s["mode"], num_samples=1, scheduler=scheduler,
+                # the generator bounds concurrency itself: Tune ignores max_concurrent_trials beside it
+                search_alg=BasicVariantGenerator(max_concurrent=s["max_concurrent"]),
                 # `function` trials run in the Tune actor itself: reusing the actors saves each trial
                 # a process start and the torch import (the loop seeds everything it uses per trial)
-                reuse_actors=base["_sweep"]["backend"] == "function",
+                reuse_actors=backend == "function",
             ),
             run_config=tune.RunConfig(name=stage_name, storage_path=storage, verbose=0),
         )
-    console.print(f"[bold]stage {stage}[/]: {spec['samples'] if s['method'] == 'random' else 'grid'} trials × {spec['epochs']} epochs over {describe(space)}")
+    console.print(f"[bold]stage {stage}[/]: {len(trials_spec)} trials × {spec['epochs']} epochs over {describe(space)}")
     grid = tuner.fit()
     trials = []
     for result in grid:
         m = result.metrics or {}
+        index = (result.config or {}).get("trial")
+        values = trials_spec[index]["values"] if index is not None else {}
         trials.append({
-            "stage": stage, "trial_id": m.get("trial_id") or Path(result.path).name, **result.config,
+            "stage": stage, "trial_id": m.get("trial_id") or Path(result.path).name, **values,
             "epochs_run": m.get("training_iteration", 0), "error": str(result.error).splitlines()[0] if result.error else "",
             **{k: m[k] for k in ("val/acc", "val/loss", "train/loss", "train/acc", "diverged") if k in m},
         })
@@ -174,7 +195,7 @@ def preflight(config: dict) -> None:
     console.print("preflight: initial loss, regularisation and overfit checks PASS")
 
 
-def sweep_state(config: dict, choices: dict) -> tuple[dict, Path, bool]:
+def sweep_state(config: dict, choices: dict, overrides: list[str]) -> tuple[dict, Path, bool]:
     """A new sweep's state, or the saved one when `resume=NAME`."""
     root = Path(config["output_dir"]) / "sweeps"
     if config.get("resume"):
@@ -192,7 +213,7 @@ def sweep_state(config: dict, choices: dict) -> tuple[dict, Path, bool]:
     path = root / name / "state.json"
     if path.exists():
         raise UserError("sweep_name", f"a sweep named {name!r} exists already.", f"resume it with resume={name}, or pick another sweep_name.")
-    return {"name": name, "config": config, "stages": [], "parent_run_id": None}, path, False
+    return {"name": name, "config": config, "overrides": overrides, "stages": [], "parent_run_id": None}, path, False
 
 
 def run_stages(config: dict, space: dict[str, Dist], state: dict, state_path: Path, tracker: RunTracker,
@@ -226,7 +247,7 @@ def tune(cfg: DictConfig) -> dict:
     config, _ = validate.prepare(cfg)
     tags, choices = hydra_tags("tune")  # the same pipeline/overrides/command tags as train and check
     overrides = list(HydraConfig.get().overrides.task)
-    state, state_path, resuming = sweep_state(config, choices)
+    state, state_path, resuming = sweep_state(config, choices, overrides)
     if resuming:
         config = {**state["config"], "output_dir": config["output_dir"]}
     space = sweep.check_search(config)

@@ -47,12 +47,17 @@ def test_resources_per_worker_cpu_sets_the_worker_threads(compose_train):
 
 
 def test_report_interval_reaches_ray_train_and_grid_points_shape_the_grid():
-    from components.search import Dist, to_tune
+    from components.search import Dist
     from pipelines.runtime.ray_runner import ray_env
+    from pipelines.runtime.sweep import stage_values
 
     assert ray_env({"report_interval_s": 0.5})["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.5"
-    grid = to_tune({"optimizer.lr": Dist("loguniform", (1e-4, 1e-1))}, "grid", 4)
-    assert len(grid["optimizer.lr"]["grid_search"]) == 4
+    space = {"optimizer.lr": Dist("loguniform", (1e-4, 1e-1)), "scheduler": Dist("choice", ("cosine", "step"))}
+    grid = stage_values(space, "grid", 4, samples=99, seed=0)  # search.method=grid, search.grid_points=4
+    assert len(grid) == 8 and sorted({v["optimizer.lr"] for v in grid}) == pytest.approx([1e-4, 1e-3, 1e-2, 1e-1])
+    drawn = stage_values(space, "random", 4, samples=5, seed=7)  # search.method=random: the stage's samples, seeded
+    assert len(drawn) == 5 and drawn == stage_values(space, "random", 4, samples=5, seed=7)
+    assert all(1e-4 <= v["optimizer.lr"] <= 1e-1 and v["scheduler"] in ("cosine", "step") for v in drawn)
 
 
 def test_trainer_settings_reach_ray_train(compose_train, tmp_path):

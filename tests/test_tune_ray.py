@@ -72,7 +72,8 @@ def test_multirun_groups_its_runs_goes_on_past_a_failing_job_and_prints_a_summar
     captured = capsys.readouterr()
     out = " ".join(captured.out.split())
     assert "multirun" in out and "2 runs, 2 failed job(s)" in out and "refused" in out
-    assert "multirun job 0 (optimizer=sgd optimizer.lr=-1) refused" in " ".join(captured.err.split())
+    err = " ".join(captured.err.split())
+    assert "multirun job 0 (optimizer=sgd optimizer.lr=-1 " in err and "refused (see the error above); going on with the others" in err
     client = client_for(output_dir)
     runs = client.search_runs([client.get_experiment_by_name("raysitter").experiment_id])
     assert len(runs) == 2 and len({r.data.tags["raysitter.multirun"] for r in runs}) == 1
@@ -164,3 +165,41 @@ def test_asha_outcomes_match_the_epochs_each_trial_ran_one_at_a_time(ray_session
     spans = sorted((min(m.timestamp for m in h), max(m.timestamp for m in h))
                    for h in (client.get_metric_history(t.info.run_id, "epoch") for t in trials))
     assert all(end < start for (_, end), (start, _) in zip(spans, spans[1:])), spans
+
+
+def test_each_trial_is_composed_from_its_own_overrides_and_its_command_reproduces_it(ray_session, output_dir):
+    """A grid over lr × a choice of scheduler group: interpolations follow each trial's values
+    (cyclic's base_lr/max_lr its own lr, cosine's T_max its stage's epochs), every trial logs its
+    whole config, and its recorded `raysitter train …` command trains to the same metrics."""
+    import shlex
+
+    from pipelines.runtime.validate import compose_run
+    from pipelines.runtime.worker import LocalSession, run_training
+
+    space = ["~search.space.optimizer.weight_decay", "search.space.optimizer.lr={loguniform:[1e-3,1e-2]}",
+             "+search.space.scheduler={choice:[cyclic,cosine]}"]
+    tune.main(["search=smoke", *space, "search.method=grid", "search.grid_points=2", "search.stages=[{samples:1,epochs:2}]",
+               "search.scheduler=none", "preflight=false", "sweep_name=compose", "diagnostics=off"], prog="raysitter tune")
+    client = client_for(output_dir)
+    (parent,) = client.search_runs([client.get_experiment_by_name("raysitter-tune").experiment_id], "tags.sweep = 'compose' and tags.pipeline = 'tune'")
+    trials = trial_runs(client, parent.info.run_id)
+    assert sorted(t.data.params["search.scheduler"] for t in trials) == ["cosine", "cosine", "cyclic", "cyclic"]
+    for t in trials:
+        p, lr = t.data.params, float(t.data.params["optimizer.lr"])
+        assert p["trainer.epochs"] == "2" and p["model.hidden"] and p["data._target_"]  # the whole resolved config
+        history = [m.value for m in client.get_metric_history(t.info.run_id, "lr")]
+        if p["search.scheduler"] == "cyclic":
+            assert float(p["scheduler.base_lr"]) == pytest.approx(lr) and float(p["scheduler.max_lr"]) == pytest.approx(10 * lr)
+            assert all(lr * 0.999 <= v <= 10 * lr * 1.001 for v in history) and max(history) > 1.5 * lr
+        else:
+            assert p["scheduler.T_max"] == "2"  # the stage's epochs, not the train default's 20
+    assert len({t.data.params["optimizer.lr"] for t in trials}) == 2
+
+    trial = trials[0]
+    command = shlex.split(trial.data.tags["command"])
+    assert command[:2] == ["raysitter", "train"]
+    config = compose_run("train", command[2:])
+    reports = LocalSession()
+    run_training(config, reports)
+    logged = [m.value for m in sorted(client.get_metric_history(trial.info.run_id, "val/acc"), key=lambda m: m.step)]
+    assert [r["val/acc"] for r in reports.reports] == pytest.approx(logged, abs=1e-9)

@@ -63,28 +63,6 @@ def parse_space(space: Mapping[str, Any]) -> dict[str, Dist]:
     return out
 
 
-def to_tune(space: Mapping[str, Dist], method: str = "random", grid_points: int = 3) -> dict[str, Any]:
-    """Ray Tune's param_space. `random` samples each distribution (log-uniformly for
-    loguniform); `grid` takes `grid_points` evenly spaced values (in log space for loguniform)."""
-    from ray import tune
-
-    if method not in ("random", "grid"):
-        raise ValueError(f"method must be random or grid, got {method!r}")
-    out: dict[str, Any] = {}
-    for key, d in space.items():
-        if d.kind == "choice":
-            out[key] = tune.grid_search(list(d.args)) if method == "grid" else tune.choice(list(d.args))
-        elif method == "grid":
-            out[key] = tune.grid_search(grid_values(d, grid_points))
-        elif d.kind == "loguniform":
-            out[key] = tune.loguniform(*d.args)
-        elif d.kind == "uniform":
-            out[key] = tune.uniform(*d.args)
-        else:
-            out[key] = tune.randint(int(d.args[0]), int(d.args[1]) + 1)  # Tune's high is exclusive
-    return out
-
-
 def grid_values(d: Dist, points: int) -> list[float]:
     lo, hi = d.args
     if points == 1:

@@ -1,5 +1,6 @@
-"""The pieces of `raysitter tune`: search-space checks, the trial function Ray Tune runs, one
-stage as a Tuner, and the sweep's state file (what resuming reads)."""
+"""The pieces of `raysitter tune`: search-space checks, each stage's configurations drawn on the
+driver, every trial's override list and the command that reproduces it, the trial function Ray
+Tune runs, and the sweep's state file (what resuming reads)."""
 from __future__ import annotations
 
 import json
@@ -10,11 +11,9 @@ from typing import Any
 
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
-from omegaconf import OmegaConf
 
-from components.search import Dist, has_dotted, parse_space, set_dotted
+from components.search import Dist, grid_values, has_dotted, parse_space, sample
 from components.tracking import flatten
-from pipelines.runtime.app import CONF_DIR
 from pipelines.runtime.errors import UserError
 
 ATTEMPT_TAG = "raysitter.trial"
@@ -43,21 +42,59 @@ def check_search(config: dict[str, Any]) -> dict[str, Dist]:
     return space
 
 
-def group_value(key: str, value: Any) -> Any:
-    """A choice over a config group (`model.activation: relu`) becomes that file's content."""
-    folder = CONF_DIR / key.replace(".", "/")
-    if isinstance(value, str) and folder.is_dir() and (folder / f"{value}.yaml").is_file():
-        return OmegaConf.to_container(OmegaConf.load(folder / f"{value}.yaml"), resolve=True)
-    return value
+TUNE_KEYS = ("search", "sweep_name", "preflight", "force", "resume")  # the sweep's own keys, not a trial's
 
 
-def trial_config(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    return set_dotted(base, {k: group_value(k, v) for k, v in values.items()})
+def stage_values(space: dict[str, Dist], method: str, grid_points: int, samples: int, seed: int) -> list[dict[str, Any]]:
+    """The configurations one stage trains, drawn on the driver: `samples` seeded draws (log
+    space for loguniform), or the grid of `grid_points` values per dimension (every option of
+    a choice). The same seed and stage give the same configurations."""
+    import itertools
+
+    import numpy as np
+
+    if method == "grid":
+        axes = [list(d.args) if d.kind == "choice" else grid_values(d, grid_points) for d in space.values()]
+        return [dict(zip(space, combo)) for combo in itertools.product(*axes)]
+    rng = np.random.default_rng(seed)
+    return [{k: sample(d, rng) for k, d in space.items()} for _ in range(samples)]
 
 
-def run_trial(values: dict[str, Any], base: dict[str, Any]) -> None:
-    """Ray Tune's function trainable: one trial = one Ray Train run of the training code, with
-    a nested MLflow run (parent = the sweep) that worker 0 fills epoch by epoch."""
+def trial_overrides(command_line: list[str], values: dict[str, Any], epochs: int, worker_cpus: float) -> list[str]:
+    """A trial's complete override list: the sweep's command line less the sweep's own keys, the
+    sampled values (a choice over a config group selects that option), the stage's epochs and
+    the CPUs each trial's worker gets."""
+    from pipelines.runtime.schema import as_override
+
+    kept = [o for o in command_line if o.lstrip("+~").split("=")[0].split(".")[0].split("/")[0] not in TUNE_KEYS]
+    sampled = [f"{k}={repr(v) if isinstance(v, float) else as_override(v)}" for k, v in values.items()]
+    return [*kept, *sampled, f"trainer.epochs={epochs}", f"trainer.resources_per_worker.CPU={worker_cpus}"]
+
+
+def trial_command(overrides: list[str]) -> str:
+    """The `raysitter train …` command that trains exactly this trial (quoted for the shell)."""
+    import shlex
+
+    return " ".join(["raysitter", "train", *(shlex.quote(o) for o in overrides)])
+
+
+def log_trial_config(client: MlflowClient, run_id: str, values: dict[str, Any], config: dict[str, Any]) -> None:
+    """The trial's sampled values (`search.*`) and its whole resolved config as params."""
+    from components.tracking import redact
+
+    public = {k: v for k, v in config.items() if not k.startswith("_")}
+    public["tracking"] = {**public.get("tracking", {}), "uri": redact(public.get("tracking", {}).get("uri"))}
+    params = [Param(f"search.{k}", str(v)[:6000]) for k, v in flatten(values).items()]
+    params += [Param(k, str(v)[:6000]) for k, v in sorted(flatten(public).items())]
+    for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+        client.log_batch(run_id, params=params[i : i + 100])
+
+
+def run_trial(params: dict[str, Any], stage: dict[str, Any]) -> None:
+    """Ray Tune's function trainable: trial `params["trial"]` of the stage, whose config was
+    composed from its own overrides on the driver; one Ray Train run (or the per-worker loop
+    itself, `function` backend) with a nested MLflow run (parent = the sweep) that worker 0
+    fills epoch by epoch."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -69,8 +106,9 @@ def run_trial(values: dict[str, Any], base: dict[str, Any]) -> None:
     # another Ray instance on the same machine cannot make the lookup ambiguous.
     os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
     ctx = tune.get_context()
-    trial_id, sweep = ctx.get_trial_id(), base["_sweep"]
-    config = trial_config({k: v for k, v in base.items() if k != "_sweep"}, values)
+    trial_id, sweep = ctx.get_trial_id(), stage["sweep"]
+    trial = stage["trials"][params["trial"]]
+    config = dict(trial["config"])
     client = MlflowClient(sweep["tracking_uri"])
     done = finished_run(client, sweep, trial_id)
     if done is not None:  # finished before an interruption, but Tune had not saved that yet
@@ -81,12 +119,12 @@ def run_trial(values: dict[str, Any], base: dict[str, Any]) -> None:
         sweep["experiment_id"],
         run_name=f"{sweep['name']}-s{sweep['stage']}-{trial_id.split('_')[-1]}",
         tags={"mlflow.parentRunId": sweep["parent_run_id"], "pipeline": "tune-trial", "sweep": sweep["name"],
-              "stage": str(sweep["stage"]), ATTEMPT_TAG: trial_id},
+              "stage": str(sweep["stage"]), ATTEMPT_TAG: trial_id, "command": trial["command"],
+              "hydra.overrides": " ".join(trial["overrides"])},
     )
     run_id = run.info.run_id
     try:
-        params = [Param(f"search.{k}", str(v)[:6000]) for k, v in flatten(values).items()]
-        client.log_batch(run_id, params=params[:100])  # a space has a handful of keys
+        log_trial_config(client, run_id, trial["values"], config)
         config["_run"] = {"run_id": run_id, "tracking_uri": sweep["tracking_uri"], "label": label}
         if sweep["backend"] == "function":  # the per-worker loop right here: no worker group to start
             from pipelines.runtime.worker import TuneSession, run_training
