@@ -89,12 +89,16 @@ def declared_defaults(config_name: str, choices: dict[str, Any]) -> dict[str, An
 
 
 def rewrite_group_overrides(args: Sequence[str], conf_dir: Path = CONF_DIR) -> list[str]:
-    """`model.activation=elu` → `model/activation=elu` when conf/model/activation/ is a group."""
+    """`model.activation=elu` → `model/activation=elu` when conf/model/activation/ is a group;
+    a home-relative path (`data.root=~/photos`: the shell leaves a `~` after `=` alone, and
+    Hydra's grammar has no unquoted `~` in a value) is quoted for Hydra."""
     out = []
     for arg in args:
         key, sep, value = arg.partition("=")
         if sep and "." in key and not key.startswith(("-", "+", "~", "hydra.")) and (conf_dir / key.replace(".", "/")).is_dir():
             arg = f"{key.replace('.', '/')}={value}"
+        elif sep and not key.startswith("-") and (value == "~" or value.startswith("~/")) and "'" not in value:
+            arg = f"{key}='{value}'"
         out.append(arg)
     return out
 
@@ -120,9 +124,16 @@ def check_overrides(config_name: str, overrides: list[str]) -> None:
                         "write overrides as key=value; quote values with spaces or brackets for the shell, e.g. 'data.classes=[0,1]'.") from None
     except ConfigCompositionException as e:
         key = re.search(r"Could not override '([^']+)'", str(e))
+        missing = re.search(r"Key '([^']+)' is not in struct", f"{e} {e.__cause__}")
+        if key and missing and missing.group(1) != key.group(1).rsplit(".", 1)[-1]:  # the value brings a key the node lacks
+            raise UserError(key.group(1), f"has no key {missing.group(1)!r}, which the value given to it adds.",
+                            f"replace the whole node: '~{key.group(1)}' '+{key.group(1)}=VALUE' (e.g. to change a search "
+                            "distribution's kind).") from None
         if key:
+            own = key.group(1).split(".")[0] in ("trainer", "tracking", "search", "check", "finetune")  # raysitter reads only its keys
             raise UserError(key.group(1), "is not a key of this config (a typo?).",
-                            f"check the spelling: `raysitter {config_name.split('/')[0]} --cfg job` lists every key; a new key is added with +{key.group(1)}=VALUE.") from None
+                            f"check the spelling: `raysitter {config_name.split('/')[0]} --cfg job` lists every key"
+                            + ("." if own else f"; a new argument for a component is added with +{key.group(1)}=VALUE.")) from None
         raise UserError("config", f"cannot be composed ({' '.join(str(e).split())[:300]}).", "check the overrides against --cfg job.") from None
 
 

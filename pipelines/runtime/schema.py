@@ -337,6 +337,20 @@ def check_declared(config: dict[str, Any], declared: dict[str, Any], prefix: str
             raise refuse(full, "must be a whole number", value, default)
 
 
+OWN_SECTIONS = ("trainer", "tracking", "search", "check", "finetune")  # read by raysitter itself, not passed to a class
+
+
+def check_known_keys(config: dict[str, Any], declared: dict[str, Any]) -> None:
+    """A key raysitter's own sections do not have (`+trainer.epoch=3`) would be ignored: refused."""
+    for section in OWN_SECTIONS:
+        ours, given = declared.get(section), config.get(section)
+        if isinstance(ours, dict) and isinstance(given, dict):
+            for key in given:
+                if key not in ours:
+                    raise UserError(f"{section}.{key}", "is not a setting raysitter reads, so it would be ignored.",
+                                    f"remove it; the {section}.* settings are {', '.join(sorted(ours))} (docs/SETTINGS.md).")
+
+
 def check_spec(config: dict[str, Any]) -> None:
     for key, spec in SPEC.items():
         present, value = get(config, key)
@@ -348,6 +362,7 @@ def check_spec(config: dict[str, Any]) -> None:
 
 def check(config: dict[str, Any], declared: dict[str, Any], extra: tuple[Callable[[dict[str, Any]], None], ...] = ()) -> None:
     check_declared(config, declared)
+    check_known_keys(config, declared)
     check_spec(config)
     for rule in (*RULES, *extra):
         rule(config)
