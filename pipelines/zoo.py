@@ -83,7 +83,7 @@ def cmd_pull(args: argparse.Namespace, uri: str) -> int:
     # the default folder is raysitter's own cache; a --dest folder is the user's: only ever
     # filled when new or empty, or refreshed when it holds an earlier pull of this bundle
     path, version = pull(client, uri, ZooRef(ref.name, version=str(version.version)), dest, owned=args.dest is None)
-    print(f"verified every sha256 in manifest.json; bundle at {path}")
+    print(f"verified manifest.json against the registry's digest and every sha256 in it; bundle at {path}")
     print(f"fine-tune it with: raysitter finetune zoo={ref} data=…")
     return 0
 

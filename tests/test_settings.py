@@ -73,3 +73,28 @@ def test_trainer_settings_reach_ray_train(compose_train, tmp_path):
     assert scaling.num_workers == 2 and scaling.placement_strategy == "SPREAD" and scaling.resources_per_worker == {"CPU": 0.5}
     assert run.failure_config.max_failures == 3 and run.checkpoint_config.num_to_keep == 4
     assert run.storage_path == str(tmp_path / "ray_results")
+
+
+def test_a_composed_run_config_is_read_only_and_still_trains_pickles_and_serialises(tmp_path):
+    import copy
+    import json
+    import pickle
+
+    import yaml
+
+    from pipelines.runtime.frozen import FrozenConfigError, thaw
+    from pipelines.runtime.validate import compose_run
+    from pipelines.runtime.worker import LocalSession, run_training
+
+    config = compose_run("train", ["scheduler=cyclic", "optimizer.lr=0.002", "trainer.epochs=1", "diagnostics=off", "model.hidden=[16]"])
+    assert config["scheduler"]["base_lr"] == 0.002 and config["scheduler"]["max_lr"] == pytest.approx(0.02)  # its own lr
+    for change in (lambda: config["optimizer"].__setitem__("lr", 1.0), lambda: config["model"]["hidden"].append(8),
+                   lambda: config.update(seed=1), lambda: config["trainer"].pop("epochs"),
+                   lambda: copy.deepcopy(config).__setitem__("seed", 1)):
+        with pytest.raises(FrozenConfigError):
+            change()
+    assert pickle.loads(pickle.dumps(config)) == config and json.loads(json.dumps(config)) == thaw(config)
+    yaml.safe_dump(thaw(config))
+    session = LocalSession(checkpoint_root=str(tmp_path / "ckpt"))
+    run_training({**config, "_run": {"quiet": True}}, session)  # the per-worker loop never edits its config
+    assert session.reports and session.last_checkpoint

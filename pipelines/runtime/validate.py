@@ -260,17 +260,19 @@ def check_values(config: dict[str, Any]) -> None:
 def compose_run(config_name: str, overrides: list[str]) -> dict[str, Any]:
     """The one way to make a run's config: compose `config_name` from this run's own overrides,
     then resolve it, so interpolations (`${optimizer.lr}`, `${trainer.epochs}`) follow this run's
-    values. Inside a running Hydra app its config search path is used; outside, conf/'s."""
+    values; the result is read-only (pipelines.runtime.frozen). Inside a running Hydra app its
+    config search path is used; outside, conf/'s."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     from pipelines.runtime.app import CONF_DIR, rewrite_group_overrides
+    from pipelines.runtime.frozen import freeze
 
     overrides = rewrite_group_overrides(overrides)
     if GlobalHydra.instance().is_initialized():
-        return resolve(compose(config_name=config_name, overrides=overrides))
+        return freeze(resolve(compose(config_name=config_name, overrides=overrides)))
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return resolve(compose(config_name=config_name, overrides=overrides))
+        return freeze(resolve(compose(config_name=config_name, overrides=overrides)))
 
 
 def check_command(config_name: str, overrides: list[str]) -> None:
