@@ -66,7 +66,11 @@ def trial_overrides(command_line: list[str], values: dict[str, Any], epochs: int
     the CPUs each trial's worker gets."""
     from pipelines.runtime.schema import as_override
 
-    kept = [o for o in command_line if o.lstrip("+~").split("=")[0].split(".")[0].split("/")[0] not in TUNE_KEYS]
+    def key(override: str) -> str:
+        return override.lstrip("+~").split("=")[0].replace("/", ".")
+
+    # the sweep's own keys go, and so do the keys this trial samples (its value wins, once)
+    kept = [o for o in command_line if key(o).split(".")[0] not in TUNE_KEYS and key(o) not in values]
     sampled = [f"{k}={repr(v) if isinstance(v, float) else as_override(v)}" for k, v in values.items()]
     return [*kept, *sampled, f"trainer.epochs={epochs}", f"trainer.resources_per_worker.CPU={worker_cpus}"]
 
