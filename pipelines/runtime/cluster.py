@@ -36,7 +36,13 @@ def client(address: str) -> Any:
     from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
     from ray.job_submission import JobSubmissionClient
 
+    from pipelines.runtime.ray_runner import quiet_token_notice
+
+    quiet_token_notice()
     maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    # Ray lets RAY_API_SERVER_ADDRESS / RAY_ADDRESS in the environment override the address a
+    # client is given; the address raysitter chose (--address first) is the one meant
+    saved = {k: os.environ.pop(k) for k in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS") if k in os.environ}
     try:
         return JobSubmissionClient(address)
     except Exception as e:  # ConnectionError, RuntimeError (auth), ValueError (bad address)
@@ -47,6 +53,8 @@ def client(address: str) -> Any:
                             "(and RAY_AUTH_MODE=token); do not disable authentication on the cluster.") from None
         raise UserError("--address", f"no Ray dashboard answers at {address} ({text}).",
                         "start a cluster (cluster/local/start.sh prints its address) or pass --address http://HEAD:8265.") from None
+    finally:
+        os.environ.update(saved)
 
 
 def job_environment(tracking_uri: str | None, output_dir: str) -> dict[str, str]:

@@ -30,6 +30,13 @@ def ray_env(trainer: dict[str, Any]) -> dict[str, str]:
     return env
 
 
+def quiet_token_notice() -> None:
+    """Token authentication stays on (Ray's default); Ray's notice that it is on says nothing to
+    act on, so its logger is raised to ERROR (unless RAYSITTER_RAY_LOGS=1)."""
+    if not ray_logs_wanted():
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+
+
 def free_port() -> int:
     import socket
 
@@ -76,17 +83,16 @@ def init_ray(trainer: dict[str, Any]) -> None:
         # Ray Train's state lookups (its placement-group cleaner) find "the" local Ray by scanning
         # for running instances and fail when there are several (another raysitter, a cluster):
         # name this one's API server in every process of the job.
+        # (the job's processes only: in this process the variable would outlive this Ray and
+        # redirect a later Job Submission client, which prefers it to the address it is given)
         kwargs["dashboard_port"] = free_port()
-        api = f"http://127.0.0.1:{kwargs['dashboard_port']}"
-        os.environ["RAY_API_SERVER_ADDRESS"] = api
-        own["RAY_API_SERVER_ADDRESS"] = api
+        own["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{kwargs['dashboard_port']}"
         if not ray_logs_wanted():
             # Train's preemption watcher follows node drains (spot instances); one machine has
             # none, and creating the watcher makes the core print an error-level note about it
             own.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     kwargs["runtime_env"] = {"env_vars": own} if own else None
-    if not ray_logs_wanted():  # token authentication stays on (Ray's default); its notice about that says nothing to act on
-        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    quiet_token_notice()
     with own_sigterm_handler():
         ray.init(address=address, **kwargs)
     for name in ("ray", "ray.train", "ray.tune", "ray.data"):
