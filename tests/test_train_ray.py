@@ -100,7 +100,7 @@ def test_two_runs_with_one_name_both_train_from_scratch(ray_session, output_dir,
     assert len({run.data.tags["checkpoint"].split("/ray_results/")[1].split("/")[0] for run in runs}) == 2
     from pathlib import Path
 
-    kept = [len(list(Path(run.data.tags["checkpoint"]).parent.glob("checkpoint_*"))) for run in runs]
+    kept = [len([p for p in Path(run.data.tags["checkpoint"]).parent.glob("checkpoint_*") if p.is_dir()]) for run in runs]
     assert kept == [2, 1]  # trainer.checkpoints_to_keep: 2 (default), then 1
     bundles = [any(a.path == "bundle" for a in client.list_artifacts(run.info.run_id)) for run in runs]
     assert bundles == [True, False]  # tracking.log_bundle
