@@ -146,8 +146,10 @@ def test_ctrl_c_leaves_no_run_running_and_the_sweep_resumes_every_trial_exactly_
 
 
 def test_asha_outcomes_match_the_epochs_each_trial_ran_one_at_a_time(ray_session, output_dir):
+    # search.trial_cpus: a function trial takes trial_cpus + worker_cpus; this leaves room for one
+    cpus = float(ray_session.cluster_resources()["CPU"])
     tune.main(["search=smoke", "search.scheduler=asha", "search.stages=[{samples:4,epochs:3}]", "preflight=false", "sweep_name=asha",
-               "search.max_concurrent=1"], prog="raysitter tune")
+               f"search.trial_cpus={cpus - 0.5}"], prog="raysitter tune")
     client = client_for(output_dir)
     exp = client.get_experiment_by_name("raysitter-tune")
     (parent,) = client.search_runs([exp.experiment_id], "tags.sweep = 'asha' and tags.pipeline = 'tune'")
@@ -161,7 +163,11 @@ def test_asha_outcomes_match_the_epochs_each_trial_ran_one_at_a_time(ray_session
         else:
             assert t.info.status == "KILLED" and t.data.tags["raysitter.outcome"] == "early_stopped"
             assert not has_bundle
-    # search.max_concurrent=1: each trial's epochs (their MLflow timestamps) end before the next one's begin
+    assert_one_at_a_time(client, trials)
+
+
+def assert_one_at_a_time(client: MlflowClient, trials) -> None:
+    """Each trial's epochs (their MLflow timestamps) end before the next one's begin."""
     spans = sorted((min(m.timestamp for m in h), max(m.timestamp for m in h))
                    for h in (client.get_metric_history(t.info.run_id, "epoch") for t in trials))
     assert all(end < start for (_, end), (start, _) in zip(spans, spans[1:])), spans
@@ -179,7 +185,8 @@ def test_each_trial_is_composed_from_its_own_overrides_and_its_command_reproduce
     space = ["~search.space.optimizer.weight_decay", "search.space.optimizer.lr={loguniform:[1e-3,1e-2]}",
              "+search.space.scheduler={choice:[cyclic,cosine]}"]
     tune.main(["search=smoke", *space, "search.method=grid", "search.grid_points=2", "search.stages=[{samples:1,epochs:2}]",
-               "search.scheduler=none", "preflight=false", "sweep_name=compose", "diagnostics=off"], prog="raysitter tune")
+               "search.scheduler=none", "preflight=false", "sweep_name=compose", "diagnostics=off", "search.max_concurrent=1",
+               "search.worker_cpus=0.25"], prog="raysitter tune")
     client = client_for(output_dir)
     (parent,) = client.search_runs([client.get_experiment_by_name("raysitter-tune").experiment_id], "tags.sweep = 'compose' and tags.pipeline = 'tune'")
     trials = trial_runs(client, parent.info.run_id)
@@ -194,6 +201,8 @@ def test_each_trial_is_composed_from_its_own_overrides_and_its_command_reproduce
         else:
             assert p["scheduler.T_max"] == "2"  # the stage's epochs, not the train default's 20
     assert len({t.data.params["optimizer.lr"] for t in trials}) == 2
+    assert {t.data.params["trainer.resources_per_worker.CPU"] for t in trials} == {"0.25"}  # search.worker_cpus
+    assert_one_at_a_time(client, trials)  # search.max_concurrent=1
 
     trial = trials[0]
     command = shlex.split(trial.data.tags["command"])
