@@ -110,6 +110,7 @@ def run_stage(config: dict, space: dict[str, Dist], stage: int, state: dict, tra
         values = trials_spec[index]["values"] if index is not None else {}
         trials.append({
             "stage": stage, "trial_id": m.get("trial_id") or Path(result.path).name, **values,
+            "command": trials_spec[index]["command"] if index is not None else "",
             "epochs_run": m.get("training_iteration", 0), "error": str(result.error).splitlines()[0] if result.error else "",
             **{k: m[k] for k in ("val/acc", "val/loss", "train/loss", "train/acc", "diverged") if k in m},
         })
@@ -177,6 +178,8 @@ def print_summary(config: dict, trials: list[dict], best: dict, overrides: list[
     sets = [f"{k}={best[k]:.4g}" if isinstance(best[k], float) else f"{k}={best[k]}" for k in keys]
     epochs = s["stages"][-1]["epochs"]
     console.print(f"retrain the best:  raysitter train {' '.join(keep + sets)} trainer.epochs={epochs}", soft_wrap=True)
+    if best.get("command"):
+        console.print(f"the best trial, exactly:  {best['command']}", soft_wrap=True)
     console.print(f"MLflow parent run  {tracker.run_id}  ({tracker.shown}, experiment {config['tracking']['experiment']})", soft_wrap=True)
 
 

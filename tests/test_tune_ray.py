@@ -34,6 +34,7 @@ def test_two_stage_sweep_of_ray_train_trials_nests_and_narrows(ray_session, outp
     out, err = capfd.readouterr()
     assert "max_concurrent_trials" not in out + err  # Tune's search-algorithm warning: the generator bounds concurrency
     assert "stage 1 → 2" in out and "retrain the best:  raysitter train optimizer.lr=" in out
+    assert "the best trial, exactly: raysitter train optimizer.lr=" in " ".join(out.split())  # its full-precision values
     client = client_for(output_dir)
     exp = client.get_experiment_by_name("raysitter-tune")
     (parent,) = client.search_runs([exp.experiment_id], "tags.pipeline = 'tune'")

@@ -70,7 +70,8 @@ def trial_overrides(command_line: list[str], values: dict[str, Any], epochs: int
         return override.lstrip("+~").split("=")[0].replace("/", ".")
 
     # the sweep's own keys go, and so do the keys this trial samples (its value wins, once)
-    kept = [o for o in command_line if key(o).split(".")[0] not in TUNE_KEYS and key(o) not in values]
+    kept = [o for o in command_line if key(o).split(".")[0] not in TUNE_KEYS and key(o) not in values
+            and not key(o).startswith("tracking.register")]  # the sweep registers its best; a trial registers nothing
     sampled = [f"{k}={repr(v) if isinstance(v, float) else as_override(v)}" for k, v in values.items()]
     return [*kept, *sampled, f"trainer.epochs={epochs}", f"trainer.resources_per_worker.CPU={worker_cpus}"]
 
