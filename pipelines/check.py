@@ -24,7 +24,7 @@ from pipelines.runtime.training import hydra_tags, run_name
 
 def check(cfg: DictConfig) -> dict[str, Any]:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    config, _ = validate.prepare(cfg)
+    config = validate.prepare(cfg).config
     tags, choices = hydra_tags("check")
     name = run_name(config, choices, "check")
     print(f"raysitter check: {name}", flush=True)

@@ -21,12 +21,16 @@ from components.zoo.registry import ZooError, ZooRef, fetch
 from components.zoo.transfer import STRATEGIES
 from pipelines.runtime import validate
 from pipelines.runtime.app import hydra_app
+from pipelines.runtime.context import RunContext, ZooSource
 from pipelines.runtime.errors import UserError
+from pipelines.runtime.validate import pin
 from pipelines.runtime.training import run_cli
 
 
-def adopt_bundle(config: dict[str, Any]) -> None:
-    """Pulls the zoo model and rewrites the config around it (model, preprocessing)."""
+def adopt_bundle(config: dict[str, Any]) -> tuple[list[str], RunContext]:
+    """Pulls and verifies the zoo model; returns the overrides that make the run's config its
+    model and preprocessing (`~model +model={…}`: the bundle's own model config; the
+    preprocessing statistics are read from the bundle) and the run's context (the source)."""
     ft = config["finetune"]
     if ft["strategy"] not in STRATEGIES:
         raise UserError("finetune.strategy", f"must be one of {', '.join(STRATEGIES)} (got {ft['strategy']!r}).", "pass finetune.strategy=head, top or full.")
@@ -51,13 +55,12 @@ def adopt_bundle(config: dict[str, Any]) -> None:
             f"gives images of shape {list(input_shape)}, but {ref} was trained on {info['input_shape']}.",
             "fine-tune on data of the same shape (resize image folders with data.image_size), or pick a zoo model trained on it.",
         )
-    config["model"] = info["model"]
-    config["preprocess"] = {"from_zoo": f"{ref.name}/{version.version}", **info["preprocess"]}
-    config["_zoo"] = {"ref": f"{ref.name}/{version.version}", "path": str(path), "tracking_uri": uri,
-                      "strategy": ft["strategy"], "lr_scale": float(ft["lr_scale"]), "digest": digest}
-    config["_tags"] = {"zoo.source": f"{ref.name}/{version.version}", "zoo.source_ref": str(ref),
-                       "zoo.source_run_id": str(version.run_id), "finetune.strategy": ft["strategy"]}
+    source = f"{ref.name}/{version.version}"
     print(f"raysitter finetune: {ref} = version {version.version} (run {version.run_id}), bundle {path}", flush=True)
+    overrides = ["~model", pin("+model", info["model"]), "~preprocess", pin("+preprocess", {"from_zoo": source})]
+    zoo = ZooSource(ref=source, path=str(path), digest=digest, tracking_uri=uri, strategy=ft["strategy"], lr_scale=float(ft["lr_scale"]))
+    return overrides, RunContext(zoo=zoo, tags={"zoo.source": source, "zoo.source_ref": str(ref),
+                                                "zoo.source_run_id": str(version.run_id), "finetune.strategy": ft["strategy"]})
 
 
 @hydra_app("finetune")

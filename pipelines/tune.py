@@ -45,9 +45,10 @@ def compose_trials(config: dict, space: dict[str, Dist], stage: int, state: dict
     this machine). Paths the driver made absolute stay so in every trial."""
     s = config["search"]
     spec = s["stages"][stage - 1]
-    quoted = lambda v: "'" + str(v).replace("\\", "\\\\").replace("'", "\\'") + "'"  # noqa: E731  (Hydra's quoting)
-    pinned = [f"output_dir={quoted(config['output_dir'])}", f"tracking.uri={quoted(config['tracking']['uri'])}"]
-    pinned += [f"data.root={quoted(config['data']['root'])}"] if config["data"].get("root") else []
+    pinned = state.get("pins")
+    if pinned is None:  # sweeps saved before pins were: the paths and store the driver decided
+        pinned = [validate.pin("output_dir", config["output_dir"]), validate.pin("tracking.uri", config["tracking"]["uri"])]
+        pinned += [validate.pin("data.root", config["data"]["root"])] if config["data"].get("root") else []
     trials = []
     for values in sweep.stage_values(space, s["method"], s["grid_points"], spec["samples"], config["seed"] * 1000 + stage):
         overrides = sweep.trial_overrides(state.get("overrides", []), values, spec["epochs"], s["worker_cpus"])
@@ -198,7 +199,7 @@ def preflight(config: dict) -> None:
     console.print("preflight: initial loss, regularisation and overfit checks PASS")
 
 
-def sweep_state(config: dict, choices: dict, overrides: list[str]) -> tuple[dict, Path, bool]:
+def sweep_state(config: dict, choices: dict, overrides: list[str], pins: list[str]) -> tuple[dict, Path, bool]:
     """A new sweep's state, or the saved one when `resume=NAME`."""
     root = Path(config["output_dir"]) / "sweeps"
     if config.get("resume"):
@@ -216,7 +217,7 @@ def sweep_state(config: dict, choices: dict, overrides: list[str]) -> tuple[dict
     path = root / name / "state.json"
     if path.exists():
         raise UserError("sweep_name", f"a sweep named {name!r} exists already.", f"resume it with resume={name}, or pick another sweep_name.")
-    return {"name": name, "config": config, "overrides": overrides, "stages": [], "parent_run_id": None}, path, False
+    return {"name": name, "config": config, "overrides": overrides, "pins": pins, "stages": [], "parent_run_id": None}, path, False
 
 
 def run_stages(config: dict, space: dict[str, Dist], state: dict, state_path: Path, tracker: RunTracker,
@@ -247,10 +248,11 @@ def run_stages(config: dict, space: dict[str, Dist], state: dict, state_path: Pa
 
 def tune(cfg: DictConfig) -> dict:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    config, _ = validate.prepare(cfg)
+    run = validate.prepare(cfg)
+    config = run.config
     tags, choices = hydra_tags("tune")  # the same pipeline/overrides/command tags as train and check
     overrides = list(HydraConfig.get().overrides.task)
-    state, state_path, resuming = sweep_state(config, choices, overrides)
+    state, state_path, resuming = sweep_state(config, choices, overrides, run.pins)
     if resuming:
         config = {**state["config"], "output_dir": config["output_dir"]}
     space = sweep.check_search(config)

@@ -13,12 +13,12 @@ pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no
 
 
 def test_trainer_gpu_falls_back_to_the_cpu_with_a_message(compose_train, output_dir, capsys):
-    config, _ = validate.prepare(compose_train(["trainer=gpu"]))
+    config = validate.prepare_command("train", ["trainer=gpu"]).config
     err = capsys.readouterr().err
     assert "no CUDA GPU" in err and "running on the CPU" in err
     t = config["trainer"]
     assert t["use_gpu"] is False and t["precision"] == "bf16" and t["channels_last"] is True and t["batch_size"] == 512
-    validate.prepare(compose_train(["trainer.precision=bf16"]))  # asked for on a CPU run: said, not silently ignored
+    validate.prepare_command("train", ["trainer.precision=bf16"])  # asked for on a CPU run: said, not silently ignored
     assert "apply on GPUs only" in capsys.readouterr().err
 
 
@@ -38,7 +38,7 @@ def test_trainer_gpu_gives_the_same_results_as_default_on_cpu(compose_train):
 
 def test_bad_precision_is_refused(compose_train, output_dir):
     with pytest.raises(validate.UserError, match="trainer.precision"):
-        validate.prepare(compose_train(["trainer.precision=fp8"]))
+        validate.prepare_command("train", ["trainer.precision=fp8"])
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """What a run shows in MLflow: artifacts written by the per-worker loop (in-process, real store)."""
 from __future__ import annotations
 
+from pipelines.runtime.context import RunContext
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
@@ -15,8 +16,7 @@ def test_run_artifacts_answer_how_it_went(compose_train, tmp_path):
     client = MlflowClient(uri)
     run_id = client.create_run(client.create_experiment("x", artifact_location=(tmp_path / "art").as_uri())).info.run_id
     config = OmegaConf.to_container(compose_train(["trainer.epochs=2", "augment=random_combo"]), resolve=True)
-    config["_run"] = {"run_id": run_id, "tracking_uri": uri, "quiet": True}
-    run_training(config, LocalSession())
+    run_training(config, LocalSession(), RunContext(run_id=run_id, tracking_uri=uri, quiet=True))
     top = {a.path for a in client.list_artifacts(run_id)}
     assert {"plots", "samples", "bundle", "confusion_matrix.csv"} <= top
     plots = {a.path for a in client.list_artifacts(run_id, "plots")}
@@ -119,12 +119,12 @@ def test_run_description_says_what_how_it_went_and_how_to_reproduce():
     config = {"trainer": {"epochs": 3, "num_workers": 2, "batch_size": 64}, "optimizer": {"lr": 0.01}, "model": {"_target_": "x.MLP"}}
     choices = {"model": "mlp", "model/activation": "elu", "optimizer": "sgd", "scheduler": "step", "data": "digits"}
     tags = {"pipeline": "train", "command": "raysitter train optimizer=sgd optimizer.lr=0.01"}
-    text = describe(config, choices, tags, {"epoch": 3, "val/acc": 0.9, "test/acc": 0.88, "train/acc": 0.95, "gap/train_val_acc": 0.05,
+    text = describe(config, choices, tags, RunContext(), {"epoch": 3, "val/acc": 0.9, "test/acc": 0.88, "train/acc": 0.95, "gap/train_val_acc": 0.05,
                                              "ema/test/acc": 0.89}, 12.0)
     assert "mlp (elu)" in text and "sgd lr 0.01" in text and "2 worker(s)" in text
     assert "val/acc **0.9000**" in text and "gap +0.0500" in text and "ema test/acc 0.8900" in text
     assert "    raysitter train optimizer=sgd optimizer.lr=0.01" in text  # a markdown code block
-    diverged = describe(config, choices, tags, {"epoch": 2, "diverged": 1.0, "train/loss": float("nan")}, 3.0)
+    diverged = describe(config, choices, tags, RunContext(), {"epoch": 2, "diverged": 1.0, "train/loss": float("nan")}, 3.0)
     assert "**diverged** at epoch 2" in diverged
 
 

@@ -4,6 +4,7 @@ or the error that refuses it). In-process and fast; the ones that need Ray live 
 tests they extend."""
 from __future__ import annotations
 
+from pipelines.runtime.context import RunContext
 from omegaconf import OmegaConf
 import pytest
 import torch
@@ -68,7 +69,7 @@ def test_trainer_settings_reach_ray_train(compose_train, tmp_path):
     config = plain(compose_train, ["trainer.num_workers=2", "trainer.max_failures=3", "trainer.checkpoints_to_keep=4",
                                    "trainer.placement_strategy=SPREAD", "trainer.log_level=INFO", "trainer.resources_per_worker.CPU=0.5"])
     config["output_dir"] = str(tmp_path)
-    trainer = make_trainer(config, "settings")
+    trainer = make_trainer(config, RunContext(), "settings")
     scaling, run = trainer.scaling_config, trainer.run_config
     assert scaling.num_workers == 2 and scaling.placement_strategy == "SPREAD" and scaling.resources_per_worker == {"CPU": 0.5}
     assert run.failure_config.max_failures == 3 and run.checkpoint_config.num_to_keep == 4
@@ -96,5 +97,5 @@ def test_a_composed_run_config_is_read_only_and_still_trains_pickles_and_seriali
     assert pickle.loads(pickle.dumps(config)) == config and json.loads(json.dumps(config)) == thaw(config)
     yaml.safe_dump(thaw(config))
     session = LocalSession(checkpoint_root=str(tmp_path / "ckpt"))
-    run_training({**config, "_run": {"quiet": True}}, session)  # the per-worker loop never edits its config
+    run_training(config, session, RunContext(quiet=True))  # the per-worker loop never edits its config
     assert session.reports and session.last_checkpoint

@@ -1,6 +1,7 @@
 """Bundles, transfer learning and ensembles in-process (no Ray, no server)."""
 from __future__ import annotations
 
+from pipelines.runtime.context import RunContext, ZooSource
 import json
 from pathlib import Path
 
@@ -102,14 +103,15 @@ def test_bad_zoo_references_are_refused(text):
 def finetune_config(compose_train, trained, strategy, epochs=2):
     config = plain(compose_train, [*SMALL_CONVNET, f"trainer.epochs={epochs}", "data.classes=[5,6,7,8,9]", "data.train_per_class=10",
                                    "diagnostics=off", f"finetune.strategy={strategy}", "zoo=digits@champion"], "finetune")
-    config["_zoo"] = {"ref": "digits@champion", "path": str(trained["bundle"]), "tracking_uri": "unused", "strategy": strategy, "lr_scale": 0.1,
-                      "digest": manifest_digest(trained["bundle"])}
-    return config
+    zoo = ZooSource(ref="digits@champion", path=str(trained["bundle"]), tracking_uri="unused", strategy=strategy, lr_scale=0.1,
+                    digest=manifest_digest(trained["bundle"]))
+    return config, RunContext(zoo=zoo)
 
 
 def weights_after_finetuning(compose_train, trained, strategy, tmp_path):
     session = LocalSession(checkpoint_root=str(tmp_path / strategy))
-    run_training(finetune_config(compose_train, trained, strategy), session)
+    config, context = finetune_config(compose_train, trained, strategy)
+    run_training(config, session, context)
     net, normalizer, meta = build.model_from_checkpoint(session.last_checkpoint)
     pre = {k: v for k, v in trained["net"].state_dict().items()}
     return net.state_dict(), pre, normalizer, meta
@@ -134,7 +136,7 @@ def test_top_strategy_freezes_the_convolutional_body_bit_for_bit(compose_train, 
 def test_finetune_lr_groups_scale_pretrained_layers(compose_train, trained):
     from components.zoo import transfer
 
-    config = finetune_config(compose_train, trained, "full")
+    config, _ = finetune_config(compose_train, trained, "full")
     net = build.model(config["model"], (1, 8, 8), 5)
     transfer.load_pretrained(net, trained["net"].state_dict())
     opt = build.optimizer(config["optimizer"], net, transfer.lr_scales(net, 0.1))

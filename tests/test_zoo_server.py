@@ -3,6 +3,7 @@
 → finetune → ensemble through Ray, each one command."""
 from __future__ import annotations
 
+from pipelines.runtime.context import RunContext
 import os
 from pathlib import Path
 import subprocess
@@ -28,8 +29,7 @@ def logged_run(compose_train, url: str, overrides: list[str], experiment: str = 
     config = OmegaConf.to_container(compose_train(["diagnostics=off", *overrides]), resolve=True)
     client = MlflowClient(url)
     run = client.create_run(ensure_experiment(client, experiment), run_name="in-process")
-    config["_run"] = {"run_id": run.info.run_id, "tracking_uri": url, "quiet": True}
-    run_training(config, LocalSession())
+    run_training(config, LocalSession(), RunContext(run_id=run.info.run_id, tracking_uri=url, quiet=True))
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id
 

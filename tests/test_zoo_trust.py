@@ -4,6 +4,7 @@ library function, a version registered without a digest. In-process, on the embe
 store (no server, no Ray)."""
 from __future__ import annotations
 
+from pipelines.runtime.context import RunContext
 import hashlib
 import json
 from pathlib import Path
@@ -39,8 +40,7 @@ def zoo(tmp_path_factory, compose_train_module):
     experiment = ensure_experiment(client, "raysitter", (out / "mlartifacts").as_uri())
     run = client.create_run(experiment, run_name="source")
     config = OmegaConf.to_container(compose_train_module(["diagnostics=off", "trainer.epochs=1", "model.hidden=[16]"]), resolve=True)
-    config["_run"] = {"run_id": run.info.run_id, "tracking_uri": uri, "quiet": True}
-    run_training(config, LocalSession())
+    run_training(config, LocalSession(), RunContext(run_id=run.info.run_id, tracking_uri=uri, quiet=True))
     client.set_terminated(run.info.run_id, "FINISHED")
     push(client, uri, run.info.run_id, "digits")
     stored = next(out.rglob(f"{run.info.run_id}/artifacts/bundle"))

@@ -114,17 +114,19 @@ def own_sigterm_handler() -> Iterator[None]:
         signal.signal(signal.SIGTERM, ours)
 
 
-def make_trainer(config: dict[str, Any], run_name: str, storage_path: str | None = None, callbacks: list | None = None) -> Any:
-    """A TorchTrainer running `pipelines.runtime.worker.train_worker` on `trainer.num_workers` DDP workers."""
+def make_trainer(config: dict[str, Any], context: Any, run_name: str, storage_path: str | None = None,
+                 callbacks: list | None = None) -> Any:
+    """A TorchTrainer running `pipelines.runtime.worker.train_worker` on `trainer.num_workers` DDP
+    workers; each gets the config and, beside it, the run's context (pipelines.runtime.context)."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from pipelines.runtime.worker import train_worker
+    from pipelines.runtime.worker import train_worker, worker_payload
 
     t = config["trainer"]
     return TorchTrainer(
         train_worker,
-        train_loop_config=config,
+        train_loop_config=worker_payload(config, context),
         torch_config=TorchConfig(backend="nccl" if t["use_gpu"] else "gloo"),
         scaling_config=ray.train.ScalingConfig(
             num_workers=t["num_workers"], use_gpu=t["use_gpu"], resources_per_worker=dict(t["resources_per_worker"]),
@@ -141,7 +143,7 @@ def make_trainer(config: dict[str, Any], run_name: str, storage_path: str | None
     )
 
 
-def fit(config: dict[str, Any], run_name: str) -> Any:
+def fit(config: dict[str, Any], context: Any, run_name: str) -> Any:
     """Starts or joins Ray, trains, and returns Ray's Result."""
     init_ray(config["trainer"])
-    return make_trainer(config, run_name).fit()
+    return make_trainer(config, context, run_name).fit()

@@ -15,6 +15,7 @@ from pathlib import Path
 import re
 from typing import Any
 
+from pipelines.runtime.context import RunContext, ZooSource
 from pipelines.runtime.errors import UserError
 from pipelines.runtime.sweep import read_state, write_state
 
@@ -40,9 +41,20 @@ def storage_key(name: str, run_id: str) -> str:
     return f"{name}-{run_id[:8]}"
 
 
-def save(config: dict[str, Any], name: str, key: str, tags: dict[str, str], choices: dict[str, Any]) -> None:
+def save(config: dict[str, Any], context: RunContext, name: str, key: str, tags: dict[str, str], choices: dict[str, Any],
+         overrides: list[str]) -> None:
+    """The run's state: its config, and beside it its context and complete override list."""
     write_state(runs_root(config["output_dir"]) / key / STATE_FILE,
-                {"name": name, "key": key, "config": config, "tags": tags, "choices": choices})
+                {"name": name, "key": key, "config": config, "context": context.to_dict(), "overrides": overrides,
+                 "tags": tags, "choices": choices})
+
+
+def legacy_context(config: dict[str, Any]) -> RunContext:
+    """State files written before the run context existed kept it inside the config
+    (`_run`, `_zoo`, `_tags`): taken out of the config into a RunContext."""
+    run, zoo, tags = config.pop("_run", None) or {}, config.pop("_zoo", None), config.pop("_tags", None) or {}
+    return RunContext.from_dict({**{k: v for k, v in run.items() if k in ("run_id", "tracking_uri", "label", "quiet")},
+                                 "zoo": {k: zoo.get(k) for k in ZooSource.__dataclass_fields__} if zoo else None, "tags": tags})
 
 
 def resumable(output_dir: str) -> list[str]:
@@ -91,6 +103,7 @@ def load(name: str, output_dir: str, overrides: list[str], current: dict[str, An
                         f"leave those out (only {', '.join(RESUME_OVERRIDES[1:])} may change on resume), or start a new run with them.")
     state = read_state(path)
     config = state["config"]
+    context = RunContext.from_dict(state["context"]) if "context" in state else legacy_context(config)
     from components.zoo.bundle import check_targets
     from pipelines.runtime.app import conf_targets
 
@@ -100,7 +113,7 @@ def load(name: str, output_dir: str, overrides: list[str], current: dict[str, An
         section, field = key.split(".")
         if key in given or (field == "address" and current[section].get(field)):
             config[section][field] = current[section][field]
-    run_id = config["_run"]["run_id"]
+    run_id = context.run_id
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -115,4 +128,6 @@ def load(name: str, output_dir: str, overrides: list[str], current: dict[str, An
     if status == "FINISHED":
         raise UserError("resume", f"run {name!r} (MLflow run {run_id}) finished already.",
                         "start a new run; to train a finished model further, push it to the zoo and use raysitter finetune.")
-    return state
+    from pipelines.runtime.frozen import freeze
+
+    return {**state, "config": freeze(config), "context": context}

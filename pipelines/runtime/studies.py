@@ -11,6 +11,7 @@ import tempfile
 from typing import Any
 
 from pipelines.runtime import build
+from pipelines.runtime.context import RunContext, ZooSource
 from pipelines.runtime.tracking import RunTracker
 
 
@@ -66,10 +67,10 @@ def random_vs_grid(config: dict[str, Any], tracker: RunTracker) -> str:
     base = {k: v for k, v in config.items() if k not in ("runner", "space", "budget", "epochs", "repeats", "cases")}
     base["trainer"] = {**base["trainer"], "epochs": config["epochs"]}
     base["diagnostics"] = {**base.get("diagnostics", {}), "enabled": False, "plots": False}
-    base["_run"] = {"quiet": True}  # 27 short trials: the table at the end says what matters
+    quiet = RunContext(quiet=True)  # 27 short trials: the table at the end says what matters
 
     def evaluate(values: dict[str, Any]) -> float:
-        return run_training(set_dotted(base, values), LocalSession())["val/acc"]
+        return run_training(set_dotted(base, values), LocalSession(), quiet)["val/acc"]
 
     grids = [grid_values(space[k], side) for k in keys]
     strategies: dict[str, list[list[dict]]] = {"grid": [[{keys[0]: a, keys[1]: b} for a in grids[0] for b in grids[1]]]}
@@ -139,13 +140,13 @@ def transfer(config: dict[str, Any], tracker: RunTracker) -> str:
     check_transfer(config)
     base = {k: v for k, v in config.items() if k not in ("runner", "pretrain", "target", "cases", "seeds")}
     base["diagnostics"] = {**(base.get("diagnostics") or {}), "enabled": False, "plots": False}
-    base["_run"] = {"quiet": True}
+    quiet = RunContext(quiet=True)
     results: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         source = set_dotted(base, flatten(config["pretrain"]))
         print(f"pretraining on {config['pretrain']} …", flush=True)
         session = LocalSession(checkpoint_root=f"{tmp}/pretrain")
-        pre = run_training(source, session)
+        pre = run_training(source, session, quiet)
         meta = read_meta(session.last_checkpoint)
         net, _, _ = build.model_from_checkpoint(session.last_checkpoint)
         bundle = write_bundle(f"{tmp}/bundle", net.state_dict(), bundle_info(meta))
@@ -153,12 +154,12 @@ def transfer(config: dict[str, Any], tracker: RunTracker) -> str:
         for seed in config["seeds"]:
             target = set_dotted(base, {**flatten(config["target"]), "seed": seed})
             for case in [*config["cases"], "scratch"]:
-                run = dict(target)
+                context = quiet
                 if case != "scratch":
                     spec = config["cases"][case]
-                    run["_zoo"] = {"ref": "study", "path": str(bundle), "tracking_uri": tracker.uri, "strategy": spec["strategy"],
-                                   "lr_scale": float(spec["lr_scale"]), "digest": manifest_digest(bundle)}
-                acc = run_training(run, LocalSession())["test/acc"]
+                    context = RunContext(quiet=True, zoo=ZooSource(ref="study", path=str(bundle), tracking_uri=tracker.uri, strategy=spec["strategy"],
+                                                                   lr_scale=float(spec["lr_scale"]), digest=manifest_digest(bundle)))
+                acc = run_training(target, LocalSession(), context)["test/acc"]
                 results.setdefault(case, []).append(acc)
                 tracker.client.log_metric(tracker.run_id, f"{case}/test/acc", acc, step=seed)
                 print(f"seed {seed}  {case:<8} test/acc {acc:.4f}", flush=True)

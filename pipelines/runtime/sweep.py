@@ -87,7 +87,7 @@ def log_trial_config(client: MlflowClient, run_id: str, values: dict[str, Any], 
     """The trial's sampled values (`search.*`) and its whole resolved config as params."""
     from components.tracking import redact
 
-    public = {k: v for k, v in config.items() if not k.startswith("_")}
+    public = dict(config)
     public["tracking"] = {**public.get("tracking", {}), "uri": redact(public.get("tracking", {}).get("uri"))}
     params = [Param(f"search.{k}", str(v)[:6000]) for k, v in flatten(values).items()]
     params += [Param(k, str(v)[:6000]) for k, v in sorted(flatten(public).items())]
@@ -113,12 +113,14 @@ def run_trial(params: dict[str, Any], stage: dict[str, Any]) -> None:
     ctx = tune.get_context()
     trial_id, sweep = ctx.get_trial_id(), stage["sweep"]
     trial = stage["trials"][params["trial"]]
-    config = dict(trial["config"])
+    config = trial["config"]
     client = MlflowClient(sweep["tracking_uri"])
     done = finished_run(client, sweep, trial_id)
     if done is not None:  # finished before an interruption, but Tune had not saved that yet
         tune.report({**done.data.metrics, "resumed_from_mlflow": 1.0})
         return
+    from pipelines.runtime.context import RunContext
+
     label = f"s{sweep['stage']}/{trial_id.split('_')[-1]}"
     run = client.create_run(
         sweep["experiment_id"],
@@ -130,13 +132,14 @@ def run_trial(params: dict[str, Any], stage: dict[str, Any]) -> None:
     run_id = run.info.run_id
     try:
         log_trial_config(client, run_id, trial["values"], config)
-        config["_run"] = {"run_id": run_id, "tracking_uri": sweep["tracking_uri"], "label": label}
+        context = RunContext(run_id=run_id, tracking_uri=sweep["tracking_uri"], label=label, sweep=sweep["name"], stage=sweep["stage"])
         if sweep["backend"] == "function":  # the per-worker loop right here: no worker group to start
             from pipelines.runtime.worker import TuneSession, run_training
 
-            metrics = run_training(config, TuneSession())
+            metrics = run_training(config, TuneSession(), context)
         else:
-            result = make_trainer(config, f"{sweep['name']}-{trial_id}", storage_path=sweep["storage"], callbacks=[TuneReportCallback()]).fit()
+            result = make_trainer(config, context, f"{sweep['name']}-{trial_id}", storage_path=sweep["storage"],
+                                  callbacks=[TuneReportCallback()]).fit()
             metrics = result.metrics or client.get_run(run_id).data.metrics
         if metrics.get("diverged"):
             client.set_tag(run_id, "raysitter.outcome", "diverged")

@@ -46,7 +46,9 @@ class RunTracker:
         return redact(self.uri)
 
     def log_config(self, config: dict[str, Any]) -> None:
-        public = {k: v for k, v in config.items() if not k.startswith("_")}
+        from pipelines.runtime.frozen import thaw
+
+        public = thaw(config)
         if isinstance(public.get("tracking"), dict):  # credentials in a URI are never logged
             public["tracking"] = {**public["tracking"], "uri": redact(public["tracking"].get("uri"))}
         params = [

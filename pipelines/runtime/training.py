@@ -13,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from pipelines.runtime import resume, validate
+from pipelines.runtime.context import RunContext
 from pipelines.runtime.multirun import group_tags
 from pipelines.runtime.tracking import RunTracker, tracked_run
 
@@ -36,11 +37,13 @@ def key_overrides(overrides: list[str], limit: int = 3, longest: int = 12) -> li
     return out[:limit]
 
 
-def run_name(config: dict[str, Any], choices: dict[str, Any], pipeline: str, overrides: list[str] | None = None) -> str:
+def run_name(config: dict[str, Any], choices: dict[str, Any], pipeline: str, overrides: list[str] | None = None,
+             context: RunContext | None = None) -> str:
     if config["tracking"].get("run_name"):
         return config["tracking"]["run_name"]
-    if config.get("_zoo"):  # fine-tuning: the architecture is the zoo model's
-        parts = [pipeline, config["_zoo"]["ref"].replace("@", "-").replace("/", "-v"), config["_zoo"]["strategy"], choices.get("data")]
+    zoo = context.zoo if context else None
+    if zoo:  # fine-tuning: the architecture is the zoo model's
+        parts = [pipeline, zoo.ref.replace("@", "-").replace("/", "-v"), zoo.strategy, choices.get("data")]
     else:
         parts = [pipeline, choices.get("model"), choices.get("model/activation"), choices.get("optimizer"), choices.get("data")]
     parts += key_overrides(overrides or [])
@@ -59,7 +62,7 @@ def hydra_tags(pipeline: str) -> tuple[dict[str, str], dict[str, Any]]:
     return tags, dict(hc.runtime.choices)
 
 
-def describe(config: dict[str, Any], choices: dict[str, Any], tags: dict[str, str],
+def describe(config: dict[str, Any], choices: dict[str, Any], tags: dict[str, str], context: RunContext,
              metrics: dict[str, float] | None = None, seconds: float | None = None) -> str:
     """The run's description in the MLflow UI (markdown): what it was, how to reproduce it and,
     once finished, how it went."""
@@ -68,8 +71,8 @@ def describe(config: dict[str, Any], choices: dict[str, Any], tags: dict[str, st
     what = (f"**{tags.get('pipeline', 'train')}** · {model} ({choices.get('model/activation', '-')}) · "
             f"{choices.get('optimizer', '?')} lr {opt.get('lr')} · {choices.get('scheduler', '-')} schedule · "
             f"{choices.get('data', '?')} · {t['epochs']} epochs · {t['num_workers']} worker(s), global batch {t['batch_size']}")
-    if config.get("_zoo"):
-        what += f" · fine-tuned from zoo model `{config['_zoo']['ref']}` (strategy {config['_zoo']['strategy']})"
+    if context.zoo:
+        what += f" · fine-tuned from zoo model `{context.zoo.ref}` (strategy {context.zoo.strategy})"
     lines = [what]
     if metrics:
         if metrics.get("diverged"):
@@ -116,16 +119,19 @@ def train(cfg: DictConfig, pipeline: str = "train", adjust: Any = None) -> dict[
     if cfg.get("resume"):  # the interrupted run's own config, MLflow run and name
         current = {"trainer": OmegaConf.to_container(cfg.trainer, resolve=True)}
         state = resume.load(str(cfg.resume), validate.absolute(cfg.output_dir), overrides, current)
-        config, name, tags, choices = state["config"], state["name"], state["tags"], state["choices"]
-        net, resume_run_id = None, config["_run"]["run_id"]
+        config, context, name, tags, choices = state["config"], state["context"], state["name"], state["tags"], state["choices"]
+        net, resume_run_id = None, context.run_id
         key = state.get("key", name)  # runs saved before storage keys: the folder is the name
         print(f"raysitter {pipeline}: resuming {name} (MLflow run {resume_run_id})", flush=True)
     else:
-        config, net = validate.prepare(cfg, adjust)
+        run = validate.prepare(cfg, adjust)
+        config, net, context = run.config, run.net, run.context
         tags, choices = hydra_tags(pipeline)
-        tags.update(config.pop("_tags", {}))
-        name = run_name(config, choices, pipeline, overrides)
-        tags["mlflow.note.content"] = describe(config, choices, tags)
+        tags.update(context.tags)
+        if run.pins:  # what this machine decided, beside the command line (credentials masked)
+            tags["raysitter.pinned"] = " ".join(redact_override(p) for p in run.pins)[:5000]
+        name = run_name(config, choices, pipeline, overrides, context)
+        tags["mlflow.note.content"] = describe(config, choices, tags, context)
         resume_run_id, key = None, None  # the storage key comes with the MLflow run id
         print(f"raysitter {pipeline}: {name}", flush=True)
         earlier = resume.same_name(config["output_dir"], name)
@@ -138,10 +144,10 @@ def train(cfg: DictConfig, pipeline: str = "train", adjust: Any = None) -> dict[
             if net is not None:
                 tracker.log_config(config)
                 tracker.log_model_summary(net)
-                config["_run"] = {"run_id": tracker.run_id, "tracking_uri": tracker.uri}
+                context = context.tracked(tracker.run_id, tracker.uri)
                 key = resume.storage_key(name, tracker.run_id)
-                resume.save(config, name, key, tags, choices)
-            metrics, checkpoint = fit_and_log(config, key, tracker, choices, tags, started)
+                resume.save(config, context, name, key, tags, choices, run.overrides)
+            metrics, checkpoint = fit_and_log(config, context, key, tracker, choices, tags, started)
     except KeyboardInterrupt:
         if key is None:  # nothing saved yet: nothing to resume
             raise
@@ -151,21 +157,31 @@ def train(cfg: DictConfig, pipeline: str = "train", adjust: Any = None) -> dict[
     return metrics
 
 
-def fit_and_log(config: dict[str, Any], key: str, tracker: RunTracker, choices: dict[str, Any], tags: dict[str, str],
-                started: float) -> tuple[dict[str, float], str | None]:
+def redact_override(override: str) -> str:
+    from components.tracking import redact
+
+    key, sep, value = override.partition("=")
+    if not key.endswith("uri"):
+        return override
+    quote = "'" if value[:1] == value[-1:] == "'" and len(value) > 1 else ""
+    return f"{key}{sep}{quote}{redact(value.strip(quote) if quote else value)}{quote}"
+
+
+def fit_and_log(config: dict[str, Any], context: RunContext, key: str, tracker: RunTracker, choices: dict[str, Any],
+                tags: dict[str, str], started: float) -> tuple[dict[str, float], str | None]:
     """Ray Train (its run named by the storage `key`), then the run's result in MLflow:
     description, outcome, checkpoint, model."""
     from pipelines.runtime import ray_runner
 
     try:
-        result = ray_runner.fit(config, key)
+        result = ray_runner.fit(config, context, key)
     except Exception as e:  # Ray has already shown the worker's traceback above
         lines = [ln for ln in str(e).splitlines() if ln.strip()]
         raise TrainingFailed(lines[-1] if lines else type(e).__name__) from e
     # Ray Train V2 may leave Result.metrics empty when the last report had no checkpoint (a
     # diverged run): worker 0 logged every epoch to MLflow, so read them back from there.
     metrics = dict(result.metrics or tracker.client.get_run(tracker.run_id).data.metrics)
-    tracker.client.set_tag(tracker.run_id, "mlflow.note.content", describe(config, choices, tags, metrics, time.perf_counter() - started))
+    tracker.client.set_tag(tracker.run_id, "mlflow.note.content", describe(config, choices, tags, context, metrics, time.perf_counter() - started))
     if metrics.get("diverged"):
         tracker.client.set_tag(tracker.run_id, "raysitter.outcome", "diverged")
         raise Diverged(f"diverged at epoch {int(metrics.get('epoch', 0))}: train/loss became {metrics.get('train/loss')}")

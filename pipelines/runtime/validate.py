@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 import os
 from pathlib import Path
 import sys
@@ -16,9 +17,11 @@ from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 import torch
 
 from components.data import DataNotFoundError
-from components.tracking import TrackingUnreachableError, check_reachable, default_tracking_uri
+from components.tracking import TrackingUnreachableError, check_reachable, default_tracking_uri, flatten
 from pipelines.runtime import build
+from pipelines.runtime.context import RunContext
 from pipelines.runtime.errors import UserError
+from pipelines.runtime.frozen import thaw
 
 
 def resolve(cfg: DictConfig) -> dict[str, Any]:
@@ -294,21 +297,97 @@ def check_command(config_name: str, overrides: list[str]) -> None:
     schema.check(resolve(cfg), declared_defaults(config_name, choices))
 
 
-def prepare(cfg: DictConfig, adjust: Callable[[dict], None] | None = None) -> tuple[dict[str, Any], torch.nn.Module]:
-    """Resolve, check and normalise paths. Returns the config (a plain dict: what crosses into
-    Ray workers) and the model it describes, built once on the driver. `adjust(config)` runs
-    once the tracking store is known (fine-tuning pulls its zoo bundle there)."""
-    config = resolve(cfg)
-    check_values(config)
-    config["output_dir"] = absolute(config["output_dir"])
-    check_numbers(config)
-    input_shape, num_classes = check_data(config)
-    sizes = check_splits(config)
+@dataclass(frozen=True)
+class Prepared:
+    """A checked run: its read-only config (composed from `overrides`), the model it describes
+    (built once on the driver) and what the driver decided beside the config."""
+
+    config: dict[str, Any]
+    net: torch.nn.Module
+    overrides: list[str]  # the complete override list: the command line's, then `pins`
+    pins: list[str]  # what this machine fixed: absolute paths, the store, the CPU fallback, a zoo model
+    context: RunContext
+
+
+PINNED = ("output_dir", "data.root", "tracking.uri", "trainer.use_gpu")  # what the checks may decide
+
+
+def pin(key: str, value: Any) -> str:
+    """`key=value` as an override that Hydra reads back as exactly `value`."""
+    return f"{key}={hydra_value(value)}"
+
+
+def hydra_value(value: Any) -> str:
+    """A value in Hydra's override grammar: strings quoted, dicts and lists inline."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{hydra_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(hydra_value(v) for v in value) + "]"
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, float):
+        return repr(value)
+    from pipelines.runtime.schema import as_override
+
+    return as_override(value)
+
+
+def dotted(config: dict, key: str) -> Any:
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def running_command() -> tuple[str, list[str]]:
+    """The running Hydra app's config name and this job's override list."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    return str(hc.job.config_name), list(hc.overrides.task)
+
+
+def prepare(cfg: DictConfig, adjust: Callable[[dict], tuple[list[str], RunContext]] | None = None,
+            command: tuple[str, list[str]] | None = None) -> Prepared:
+    """Checks a command's config, then makes the run's config the one way there is: composed
+    from the command's overrides plus what the checks pinned (absolute `output_dir` and
+    `data.root`, the tracking store, `trainer.use_gpu=false` on a machine without a GPU), then
+    resolved and read-only. `adjust(draft)` runs once the tracking store is known (fine-tuning
+    pulls its zoo bundle there) and returns overrides of its own and the run's context.
+    `command` = (config name, overrides); inside a Hydra app, the running one's."""
+    config_name, overrides = command or running_command()
+    draft = resolve(cfg)
+    before = {key: dotted(draft, key) for key in PINNED}
+    check_values(draft)
+    draft["output_dir"] = absolute(draft["output_dir"])
+    check_numbers(draft)
+    input_shape, num_classes = check_data(draft)
+    sizes = check_splits(draft)
+    adopted, context = [], RunContext()
     if adjust is not None:
-        check_tracking(config, must_exist=True)
-        adjust(config)
+        check_tracking(draft, must_exist=True)
+        adopted, context = adjust(draft)
+    check_tracking(draft)
+    pins = [pin(key, dotted(draft, key)) for key in PINNED if dotted(draft, key) != before[key]] + adopted
+    config = compose_run(config_name, [*overrides, *pins])
+    if not adopted and thaw(config) != draft:  # the checks' edits and the pins must agree exactly
+        changed = sorted(k for k in flatten(draft).keys() | flatten(thaw(config)).keys() if flatten(draft).get(k) != flatten(thaw(config)).get(k))
+        raise RuntimeError(f"internal error: the composed run config differs from the checked one at {changed}")
     net = check_components(config, input_shape, num_classes)
     if sizes:
         check_last_batch(config, net, input_shape, sizes[0])
-    check_tracking(config)
-    return config, net
+    return Prepared(config, net, [*overrides, *pins], pins, context)
+
+
+def prepare_command(config_name: str, overrides: list[str], adjust: Any = None) -> Prepared:
+    """`prepare` for a command line outside a running Hydra app (tests, tools)."""
+    from hydra import compose, initialize_config_dir
+
+    from pipelines.runtime.app import CONF_DIR, rewrite_group_overrides
+
+    overrides = rewrite_group_overrides(overrides)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=overrides)
+        return prepare(cfg, adjust, (config_name, overrides))

@@ -17,6 +17,7 @@ from components.engine.callbacks import Callback, ProgressPrinter
 from components.engine.checkpoint import load_weights, read_train_state, usable_checkpoint, write_checkpoint
 from components.engine.loop import TrainLoop
 from pipelines.runtime import build
+from pipelines.runtime.context import RunContext, ZooSource
 
 
 class LocalSession:
@@ -108,41 +109,40 @@ class ReportCallback(Callback):
             self.session.report(metrics, str(directory))
 
 
-def rank0_callbacks(config: dict[str, Any], meta: dict[str, Any]) -> list[Callback]:
+def rank0_callbacks(config: dict[str, Any], context: RunContext, meta: dict[str, Any]) -> list[Callback]:
     """Progress, diagnostics, MLflow logging, plots and the bundle: worker 0's extra work, in
     hook order."""
-    run = config.get("_run", {})
     logger = None
-    if run.get("run_id"):
+    if context.run_id:
         from components.tracking import MlflowEpochLogger
 
-        logger = MlflowEpochLogger(run["tracking_uri"], run["run_id"])
+        logger = MlflowEpochLogger(context.tracking_uri, context.run_id)
     diagnostics = build.diagnostics(config.get("diagnostics"), log=logger.log if logger else None)
     history = History()
-    progress = None if run.get("quiet") else ProgressPrinter(config["trainer"]["epochs"], label=run.get("label", ""))
+    progress = None if context.quiet else ProgressPrinter(config["trainer"]["epochs"], label=context.label)
     callbacks: list[Callback] = [c for c in (history, progress, diagnostics, logger) if c]
     if logger and (config.get("diagnostics") or {}).get("plots", True):
         from components.tracking import MlflowRunPlots
 
-        callbacks.append(MlflowRunPlots(run["tracking_uri"], run["run_id"], history, diagnostics))
+        callbacks.append(MlflowRunPlots(context.tracking_uri, context.run_id, history, diagnostics))
     if logger and config["tracking"].get("log_bundle", True):
         from components.zoo.mlflow_bundle import MlflowBundleLogger
 
-        callbacks.append(MlflowBundleLogger(run["tracking_uri"], run["run_id"], meta))
+        callbacks.append(MlflowBundleLogger(context.tracking_uri, context.run_id, meta))
     return callbacks
 
 
-def pretrained_bundle(zoo: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def pretrained_bundle(zoo: ZooSource) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The zoo bundle to fine-tune from: the driver's verified copy when this worker can see
     it, else this worker downloads (and verifies) its own."""
     from components.zoo import BundleError, read_weights
     from components.zoo.registry import fetch
 
     try:
-        return read_weights(zoo["path"], zoo["digest"])
+        return read_weights(zoo.path, zoo.digest)
     except BundleError:
-        path, _ = fetch(zoo["tracking_uri"], zoo["ref"], Path(tempfile.gettempdir()) / "raysitter-zoo")
-        return read_weights(path, zoo["digest"])
+        path, _ = fetch(zoo.tracking_uri, zoo.ref, Path(tempfile.gettempdir()) / "raysitter-zoo")
+        return read_weights(path, zoo.digest)
 
 
 def ensembling_callbacks(config: dict[str, Any]) -> list[Callback]:
@@ -158,13 +158,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def run_training(config: dict[str, Any], session: Any) -> dict[str, float]:
-    """Builds everything from `config` (a plain resolved dict) and trains; returns the last
+def run_training(config: dict[str, Any], session: Any, context: RunContext | None = None) -> dict[str, float]:
+    """Builds everything from `config` (a resolved dict, never changed here) and trains, with
+    `context` saying where it reports (no MLflow run when it names none); returns the last
     epoch's metrics (with test/loss and test/acc)."""
+    context = context or RunContext()
     seed, trainer = config["seed"], config["trainer"]
     torch.set_num_threads(max(1, int(trainer.get("resources_per_worker", {}).get("CPU", 1))))
     splits = build.load_splits(config["data"], seed)
-    zoo = config.get("_zoo")
+    zoo = context.zoo
     if zoo:  # fine-tuning: the bundle's preprocessing statistics, not recomputed ones
         from components.preprocess import Normalizer
         from components.zoo import transfer
@@ -179,9 +181,9 @@ def run_training(config: dict[str, Any], session: Any) -> dict[str, float]:
     frozen, lr_scales = [], None
     if zoo:
         transfer.load_pretrained(model, pretrained)  # every layer but the re-initialised head
-        frozen = transfer.frozen_modules(model, zoo["strategy"])
+        frozen = transfer.frozen_modules(model, zoo.strategy)
         transfer.freeze(frozen)
-        lr_scales = transfer.lr_scales(model, zoo["lr_scale"])
+        lr_scales = transfer.lr_scales(model, zoo.lr_scale)
     if resume:
         load_weights(model, resume)
     if trainer.get("channels_last") and session.device.type == "cuda":  # before DDP wraps the parameters
@@ -193,13 +195,13 @@ def run_training(config: dict[str, Any], session: Any) -> dict[str, float]:
     scheduler, interval = build.scheduler(config["scheduler"], optimizer)
     seed_everything(seed + session.rank)  # different shuffles/augmentations/dropout per rank
     meta = {
-        "config": {k: v for k, v in config.items() if not k.startswith("_")},
+        "config": config,
         "normalizer": normalizer.to_dict(),
         "classes": splits.classes,
         "input_shape": list(splits.input_shape),
     }
     callbacks = ensembling_callbacks(config)  # first: they add the ensemble metrics
-    callbacks += rank0_callbacks(config, meta) if session.rank == 0 else []
+    callbacks += rank0_callbacks(config, context, meta) if session.rank == 0 else []
     callbacks.append(ReportCallback(session, meta))
     loop = TrainLoop(
         model=model,
@@ -227,25 +229,30 @@ def run_training(config: dict[str, Any], session: Any) -> dict[str, float]:
         loop.load_state_dict(read_train_state(resume))
         if session.rank == 0:
             print(f"resumed from {resume} at epoch {loop.start_epoch} (restart {loop.restarts})", flush=True)
-            record_restart(config, loop)
+            record_restart(context, loop)
     return loop.fit()
 
 
-def record_restart(config: dict[str, Any], loop: TrainLoop) -> None:
+def record_restart(context: RunContext, loop: TrainLoop) -> None:
     """MLflow: the metric `restarts` (step = the epoch training resumes at) and the tag
     `raysitter.restarts`, so a run page shows that (and where) a failure was survived."""
-    run = config.get("_run", {})
-    if not run.get("run_id"):
+    if not context.run_id:
         return
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(run["tracking_uri"])
-    client.log_metric(run["run_id"], "restarts", loop.restarts, step=loop.start_epoch)
-    client.set_tag(run["run_id"], "raysitter.restarts", str(loop.restarts))
+    client = MlflowClient(context.tracking_uri)
+    client.log_metric(context.run_id, "restarts", loop.restarts, step=loop.start_epoch)
+    client.set_tag(context.run_id, "raysitter.restarts", str(loop.restarts))
 
 
-def train_worker(config: dict[str, Any]) -> None:
-    """Ray Train's `train_loop_per_worker`."""
+def train_worker(payload: dict[str, Any]) -> None:
+    """Ray Train's `train_loop_per_worker`: `payload` is the run's config and its context
+    (`worker_payload`)."""
     # Ray Train logs every report at INFO through the root logger; our progress line says it better.
     logging.getLogger().setLevel(logging.WARNING)
-    run_training(config, RaySession())
+    run_training(payload["config"], RaySession(), payload["context"])
+
+
+def worker_payload(config: dict[str, Any], context: RunContext) -> dict[str, Any]:
+    """Ray Train's `train_loop_config`: the config, and beside it the run's context."""
+    return {"config": config, "context": context}
