@@ -24,7 +24,8 @@ from pipelines.runtime.training import hydra_tags, run_name
 
 def check(cfg: DictConfig) -> dict[str, Any]:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    config = validate.prepare(cfg).config
+    run = validate.prepare(cfg)
+    config = run.config
     tags, choices = hydra_tags("check")
     name = run_name(config, choices, "check")
     print(f"raysitter check: {name}", flush=True)
@@ -33,11 +34,12 @@ def check(cfg: DictConfig) -> dict[str, Any]:
         import ray
 
         from pipelines.runtime import ray_runner
-        from pipelines.runtime.probes import run_probes
+        from pipelines.runtime.probes import run_probes, unregularised
 
+        plain = unregularised(validate.running_command()[0], run.overrides, config)
         ray_runner.init_ray(config["trainer"])
         cpus = float(config["trainer"]["resources_per_worker"].get("CPU", 1))
-        report = ray.get(ray.remote(num_cpus=cpus)(run_probes).remote(config))
+        report = ray.get(ray.remote(num_cpus=cpus)(run_probes).remote(config, plain))
         log_results(tracker, report)
     console = Console(width=None if sys.stdout.isatty() else 150)
     print_table(report["results"], console)

@@ -1,7 +1,8 @@
 """raysitter study NAME [overrides…]: runs `conf/study/NAME.yaml` (a Hydra app per study).
 
-Each study file names its runner (`runner._target_`, a function in pipelines/studies.py), so a
-new study is one YAML file plus, when needed, one function.
+Each study file names its runner (`runner._target_`, a function in pipelines/runtime/studies.py),
+so a new study is one YAML file plus, when needed, one function. Every training a study runs is
+an arm: a run of its own, nested under the study's MLflow run, with the command that reproduces it.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from omegaconf import DictConfig
 from pipelines.runtime import build, validate
 from pipelines.runtime.app import CONF_DIR, hydra_app
 from pipelines.runtime.errors import UserError, report_and_exit
+from pipelines.runtime.studies import Arms
 from pipelines.runtime.tracking import tracked_run
 
 
@@ -30,6 +32,11 @@ def run_study(cfg: DictConfig, name: str) -> str:
     config["output_dir"] = validate.absolute(config["output_dir"])
     validate.check_tracking(config)
     overrides = list(HydraConfig.get().overrides.task)
+    # what this machine decided, pinned in every arm's config (its command line leaves them to the machine)
+    pins = [validate.pin("output_dir", config["output_dir"]), validate.pin("tracking.uri", config["tracking"]["uri"])]
+    if (config.get("data") or {}).get("root"):
+        validate.check_data(config)
+        pins.append(validate.pin("data.root", config["data"]["root"]))
     tags = {"pipeline": "study", "study": name, "raysitter.kind": "study", "command": " ".join(["raysitter", "study", name, *overrides])}
     runner = build.make(config["runner"])
     check = getattr(getattr(runner, "func", runner), "check", None)
@@ -39,7 +46,7 @@ def run_study(cfg: DictConfig, name: str) -> str:
     print(f"raysitter study {name}: {run}", flush=True)
     with tracked_run(config, run, tags) as tracker:
         tracker.log_config({k: v for k, v in config.items() if k != "runner"})
-        summary = runner(config, tracker)
+        summary = runner(config, tracker, Arms(name, tracker, dict(HydraConfig.get().runtime.choices), overrides, pins))
     print(summary)
     print(f"MLflow run   {tracker.run_id}  ({tracker.shown})", flush=True)
     return summary

@@ -184,14 +184,15 @@ def print_summary(config: dict, trials: list[dict], best: dict, overrides: list[
     console.print(f"MLflow parent run  {tracker.run_id}  ({tracker.shown}, experiment {config['tracking']['experiment']})", soft_wrap=True)
 
 
-def preflight(config: dict) -> None:
+def preflight(config: dict, overrides: list[str]) -> None:
     """raysitter check's gating checks; a failing model does not get a sweep unless force=true."""
     import ray
 
     from pipelines.runtime.probes import gating_passed, print_table
-    from pipelines.runtime.probes import run_probes
+    from pipelines.runtime.probes import run_probes, unregularised
 
-    report = ray.get(ray.remote(num_cpus=1)(run_probes).remote(config, range_test=False))
+    plain = unregularised(validate.running_command()[0], overrides, config)
+    report = ray.get(ray.remote(num_cpus=1)(run_probes).remote(config, plain, range_test=False))
     if not gating_passed(report["results"]):
         print_table(report["results"], console)
         raise UserError("preflight", "a gating check failed on this model, so the sweep would search a broken setup.",
@@ -264,7 +265,7 @@ def tune(cfg: DictConfig) -> dict:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no Tune banners; trials print their own epoch lines
     ray_runner.init_ray(config["trainer"])
     if config.get("preflight", True) and not config.get("force") and not resuming:
-        preflight(config)
+        preflight(config, run.overrides)
     tags.update({"sweep": state["name"], "raysitter.kind": "sweep"})
     with tracked_run(config, state["name"], tags, resume_run_id=state.get("parent_run_id")) as tracker:
         if not resuming:

@@ -16,12 +16,12 @@ from components.engine.loop import TrainLoop
 from components.init import WeightInit
 from components.data import Split
 from components.preprocess import Normalizer
-from pipelines.runtime.probes import run_probes
+from pipelines.runtime.probes import probe_configs, run_probes
 from pipelines.runtime.worker import LocalSession, run_training
 
 
 def probes(compose_train, overrides):
-    return run_probes(OmegaConf.to_container(compose_train(overrides, config_name="check"), resolve=True))
+    return run_probes(*probe_configs("check", overrides))
 
 
 def by_key(report):

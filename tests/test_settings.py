@@ -15,14 +15,14 @@ def plain(compose_train, overrides, config_name="train"):
 
 
 def test_check_settings_change_what_the_probes_measure_and_decide(compose_train):
-    from pipelines.runtime.probes import run_probes
+    from pipelines.runtime.probes import probe_configs, run_probes
 
     common = ["check.lr_range.steps=2", "check.overfit_steps=60"]
-    loose = run_probes(plain(compose_train, [*common, "check.examples=64", "check.lr_range.points=3", "check.overfit_target_loss=1.0"], "check"))
-    strict = run_probes(plain(compose_train, [*common, "check.examples=32", "check.lr_range.points=4", "check.lr_range.low=1e-3",
-                                              "check.lr_range.high=1", "check.initial_loss_tolerance=1e-6",
-                                              "check.regularization_strength=1e-12", "check.overfit_target_loss=1e-9",
-                                              "check.overfit_examples=8"], "check"))
+    loose = run_probes(*probe_configs("check", [*common, "check.examples=64", "check.lr_range.points=3", "check.overfit_target_loss=1.0"]))
+    strict = run_probes(*probe_configs("check", [*common, "check.examples=32", "check.lr_range.points=4", "check.lr_range.low=1e-3",
+                                                 "check.lr_range.high=1", "check.initial_loss_tolerance=1e-6",
+                                                 "check.regularization_strength=1e-12", "check.overfit_target_loss=1e-9",
+                                                 "check.overfit_examples=8"]))
     by_key = lambda report: {r["key"]: r for r in report["results"]}  # noqa: E731
     a, b = by_key(loose), by_key(strict)
     assert len(loose["lr_rows"]) == 3 and len(strict["lr_rows"]) == 4  # check.lr_range.points

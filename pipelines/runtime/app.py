@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+import functools
 from pathlib import Path
 import re
 import sys
@@ -86,6 +87,21 @@ def declared_defaults(config_name: str, choices: dict[str, Any]) -> dict[str, An
             node = {part: node}
         tree = _merge(tree, node)
     return _merge(tree, _primary(config_name))
+
+
+@functools.lru_cache(maxsize=None)
+def declared_choices(config_name: str) -> dict[str, str]:
+    """The option each config group of `config_name` takes when the command line names none."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        cfg = compose(config_name=config_name, return_hydra_config=True)
+    else:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name=config_name, return_hydra_config=True)
+    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    return {k: v for k, v in choices.items() if not k.startswith("hydra") and v is not None}
 
 
 def rewrite_group_overrides(args: Sequence[str], conf_dir: Path = CONF_DIR) -> list[str]:

@@ -3,7 +3,6 @@ a Ray task from `raysitter check` and `raysitter tune`'s preflight), and shows a
 results."""
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 import tempfile
 from typing import TYPE_CHECKING, Any
@@ -35,22 +34,34 @@ DEFAULT_CHECK = _default_check()  # conf/check.yaml's thresholds, for callers wh
 REGULARISERS = {"dropout": 0.0, "drop_connect": 0.0, "stochastic_depth": 0.0}
 
 
-def unregularised(config: dict[str, Any]) -> dict[str, Any]:
-    config = copy.deepcopy(config)
-    for key, off in REGULARISERS.items():
-        if key in config["model"]:
-            config["model"][key] = off
-    if "weight_decay" in config["optimizer"]:
-        config["optimizer"]["weight_decay"] = 0.0
-    return config
+def regularisation_off(config: dict[str, Any]) -> list[str]:
+    """The overrides that switch the model's regularisers and weight decay off."""
+    off = [f"model.{key}={value}" for key, value in REGULARISERS.items() if key in config["model"]]
+    return off + (["optimizer.weight_decay=0.0"] if "weight_decay" in config["optimizer"] else [])
 
 
-def run_probes(config: dict[str, Any], range_test: bool = True) -> dict[str, Any]:
-    """All checks on `config` (the lr range test only when `range_test`); returns plain data
-    (check results, range-test rows, suggestion)."""
+def unregularised(config_name: str, overrides: list[str], config: dict[str, Any]) -> dict[str, Any]:
+    """The run's config with regularisation off, composed from its overrides plus those that
+    switch it off (interpolations of the switched keys follow)."""
+    from pipelines.runtime.validate import compose_run
+
+    return compose_run(config_name, [*overrides, *regularisation_off(config)])
+
+
+def probe_configs(config_name: str, overrides: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(config, its unregularised twin) for a command line: what `run_probes` takes."""
+    from pipelines.runtime.validate import compose_run
+
+    config = compose_run(config_name, overrides)
+    return config, unregularised(config_name, overrides, config)
+
+
+def run_probes(config: dict[str, Any], plain: dict[str, Any], range_test: bool = True) -> dict[str, Any]:
+    """All checks on `config` and `plain`, its regularisation-free twin (`unregularised`); the
+    lr range test only when `range_test`. Returns plain data (check results, range-test rows,
+    suggestion)."""
     c, seed = config.get("check") or DEFAULT_CHECK, config["seed"]
     torch.set_num_threads(max(1, int(config["trainer"]["resources_per_worker"].get("CPU", 1))))
-    plain = unregularised(config)
     splits = build.load_splits(config["data"], seed)
     train = splits.train.sample()  # images read from files: a seeded subset, read once
     images = train.as_float()

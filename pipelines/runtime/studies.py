@@ -11,11 +11,89 @@ import tempfile
 from typing import Any
 
 from pipelines.runtime import build
-from pipelines.runtime.context import RunContext, ZooSource
+from pipelines.runtime.context import RunContext
 from pipelines.runtime.tracking import RunTracker
 
+STUDY_ONLY = ("tracking", "output_dir", "hydra")  # top-level keys an arm never takes from the study's command line
 
-def init_study(config: dict[str, Any], tracker: RunTracker) -> str:
+
+class Arms:
+    """A study's training runs, each a run of its own: its config composed from its own override
+    list (what the study's config chose, the study's command-line overrides of training keys,
+    then the arm's), trained in-process (world size 1) into an MLflow run nested under the
+    study's, which logs the whole config and the `raysitter train …` (or `raysitter finetune …`)
+    command that reproduces it."""
+
+    def __init__(self, study: str, tracker: RunTracker, choices: dict[str, Any], overrides: list[str], pins: list[str]) -> None:
+        self.study, self.tracker, self.pins = study, tracker, pins
+        given = train_overrides(overrides)
+        named = {o.lstrip("+~").split("=")[0].replace(".", "/") for o in given}
+        self.base = [*(c for c in group_choices(choices) if c.split("=")[0] not in named), *given]
+        self.count = 0
+
+    def run(self, overrides: list[str], label: str, pipeline: str = "train", session: Any = None) -> tuple[dict[str, float], str]:
+        """Trains one arm; returns its last metrics and its MLflow run id."""
+        import shlex
+
+        from pipelines.runtime.finetuning import adopt_bundle
+        from pipelines.runtime.frozen import thaw
+        from pipelines.runtime.sweep import log_trial_config
+        from pipelines.runtime.validate import compose_run
+        from pipelines.runtime.worker import LocalSession, run_training
+
+        own = [*self.base, *overrides]
+        if pipeline == "finetune":  # the architecture is the zoo model's: the study's model choices do not apply
+            own = [o for o in own if o.lstrip("+~").split("=")[0].replace("/", ".").split(".")[0] not in ("model", "preprocess")]
+        context = RunContext(quiet=True)
+        adopted: list[str] = []
+        if pipeline == "finetune":  # the zoo model's architecture and weights, as `raysitter finetune` takes them
+            adopted, context = adopt_bundle(thaw(compose_run("finetune", [*own, *self.pins])), verbose=False)
+        config = compose_run(pipeline, [*own, *self.pins, *adopted])
+        client = self.tracker.client
+        command = " ".join(["raysitter", pipeline, *(shlex.quote(o) for o in own)])
+        self.count += 1
+        run_id = client.create_run(
+            self.tracker.experiment_id, run_name=f"{self.tracker.run.info.run_name}-{label}",
+            tags={"mlflow.parentRunId": self.tracker.run_id, "pipeline": f"study-{pipeline}", "study": self.study,
+                  "study.arm": label, "command": command, "hydra.overrides": " ".join(own) or "(none)", **context.tags},
+        ).info.run_id
+        try:
+            log_trial_config(client, run_id, {}, config)
+            metrics = run_training(config, session or LocalSession(), context.tracked(run_id, self.tracker.uri))
+        except BaseException:
+            client.set_terminated(run_id, "FAILED")
+            raise
+        client.set_terminated(run_id, "FINISHED")
+        return metrics, run_id
+
+
+def group_choices(choices: dict[str, Any]) -> list[str]:
+    """`group=option` for each training config group the study's config sets otherwise than
+    `raysitter train` would (e.g. the transfer study's `model=convnet`)."""
+    from pipelines.runtime.app import CONF_DIR, declared_choices
+
+    default = declared_choices("train")
+    return [f"{group}={option}" for group, option in sorted(choices.items())
+            if group in default and option is not None and option != default[group] and (CONF_DIR / group).is_dir()]
+
+
+def train_overrides(overrides: list[str]) -> list[str]:
+    """The study command line's overrides of training keys (`model.channels=[8]`), not of the
+    study's own (`budget=4`, `cases.head.strategy=…`)."""
+    from pipelines.runtime.app import declared_choices
+
+    groups = declared_choices("train")
+    train_keys = {"data", "preprocess", "augment", "init", "model", "optimizer", "scheduler", "diagnostics", "ensembling",
+                  "trainer", "seed", *groups}
+    kept = []
+    for override in overrides:
+        key = override.lstrip("+~").split("=")[0].replace("/", ".").split(".")[0]
+        if key in train_keys and key not in STUDY_ONLY:
+            kept.append(override)
+    return kept
+
+
+def init_study(config: dict[str, Any], tracker: RunTracker, arms: Arms) -> str:
     """The lecture's weight-init figures: per-layer activation mean/std for each case."""
     from components.checks import plots
     from components.checks.init_study import layer_activations
@@ -51,26 +129,24 @@ def init_study(config: dict[str, Any], tracker: RunTracker) -> str:
     return table + f"\n\nfigure: {figure}"
 
 
-def random_vs_grid(config: dict[str, Any], tracker: RunTracker) -> str:
-    """Grid vs random search at the same budget (Bergstra & Bengio 2012), trials in-process."""
+def random_vs_grid(config: dict[str, Any], tracker: RunTracker, arms: Arms) -> str:
+    """Grid vs random search at the same budget (Bergstra & Bengio 2012): every trial an arm of
+    its own (`raysitter train … optimizer.lr=… optimizer.eps=…`), trained in-process."""
     import math
 
     import numpy as np
 
     from components.checks import plots
-    from components.search import grid_values, parse_space, sample, set_dotted
-    from pipelines.runtime.worker import LocalSession, run_training
+    from components.search import grid_values, parse_space, sample
+    from pipelines.runtime.validate import pin
 
     space = parse_space(config["space"])
     keys = list(space)
     side = max(1, round(math.sqrt(config["budget"])))
-    base = {k: v for k, v in config.items() if k not in ("runner", "space", "budget", "epochs", "repeats", "cases")}
-    base["trainer"] = {**base["trainer"], "epochs": config["epochs"]}
-    base["diagnostics"] = {**base.get("diagnostics", {}), "enabled": False, "plots": False}
-    quiet = RunContext(quiet=True)  # 27 short trials: the table at the end says what matters
+    fixed = [f"trainer.epochs={config['epochs']}", "diagnostics=off", "tracking.log_bundle=false"]
 
-    def evaluate(values: dict[str, Any]) -> float:
-        return run_training(set_dotted(base, values), LocalSession(), quiet)["val/acc"]
+    def evaluate(values: dict[str, Any], label: str) -> float:
+        return arms.run([*fixed, *(pin(k, v) for k, v in values.items())], label)[0]["val/acc"]
 
     grids = [grid_values(space[k], side) for k in keys]
     strategies: dict[str, list[list[dict]]] = {"grid": [[{keys[0]: a, keys[1]: b} for a in grids[0] for b in grids[1]]]}
@@ -82,7 +158,7 @@ def random_vs_grid(config: dict[str, Any], tracker: RunTracker) -> str:
     for name, searches in strategies.items():
         bests, distinct = [], []
         for i, values_list in enumerate(searches):
-            scores = [evaluate(v) for v in values_list]
+            scores = [evaluate(v, f"{name}{i}-{j}") for j, v in enumerate(values_list)]
             trials += [{"strategy": name, "search": i, **v, "val/acc": s} for v, s in zip(values_list, scores)]
             bests.append(max(scores))
             distinct.append(len({round(math.log10(v[keys[0]]), 6) for v in values_list}))
@@ -123,46 +199,43 @@ def check_transfer(config: dict[str, Any]) -> None:
                             f"e.g. cases.{name}={{strategy:full,lr_scale:0.1}}.")
 
 
-def transfer(config: dict[str, Any], tracker: RunTracker) -> str:
-    """Pretrain → bundle → fine-tune with each strategy, vs scratch, on a few-shot target task.
-    In-process (world size 1): the same per-worker loop and the same `_zoo` path that
-    `raysitter finetune` runs on Ray, minus the registry round trip."""
+def transfer(config: dict[str, Any], tracker: RunTracker, arms: Arms) -> str:
+    """Pretrain → zoo → fine-tune with each strategy, vs scratch, on a few-shot target task.
+    Every training is an arm of its own, nested under the study's run: the pretraining
+    (`raysitter train …`, registered in the zoo as `zoo_name`), each fine-tuning
+    (`raysitter finetune zoo=NAME/VERSION …`, the same path `raysitter finetune` runs) and
+    each training from scratch; trained in-process (world size 1)."""
     import numpy as np
+    from mlflow.tracking import MlflowClient
 
     from components.checks import plots
-    from components.engine.checkpoint import read_meta
-    from components.search import set_dotted
     from components.tracking import flatten
-    from components.zoo import bundle_info, write_bundle
-    from components.zoo.bundle import manifest_digest
-    from pipelines.runtime.worker import LocalSession, run_training
+    from components.zoo.registry import push
+    from pipelines.runtime.validate import pin
 
     check_transfer(config)
-    base = {k: v for k, v in config.items() if k not in ("runner", "pretrain", "target", "cases", "seeds")}
-    base["diagnostics"] = {**(base.get("diagnostics") or {}), "enabled": False, "plots": False}
-    quiet = RunContext(quiet=True)
+    quiet = ["diagnostics=off", "tracking.log_bundle=false"]
     results: dict[str, list[float]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        source = set_dotted(base, flatten(config["pretrain"]))
-        print(f"pretraining on {config['pretrain']} …", flush=True)
-        session = LocalSession(checkpoint_root=f"{tmp}/pretrain")
-        pre = run_training(source, session, quiet)
-        meta = read_meta(session.last_checkpoint)
-        net, _, _ = build.model_from_checkpoint(session.last_checkpoint)
-        bundle = write_bundle(f"{tmp}/bundle", net.state_dict(), bundle_info(meta))
-        tracker.client.log_metric(tracker.run_id, "pretrain/test/acc", pre["test/acc"])
-        for seed in config["seeds"]:
-            target = set_dotted(base, {**flatten(config["target"]), "seed": seed})
-            for case in [*config["cases"], "scratch"]:
-                context = quiet
-                if case != "scratch":
-                    spec = config["cases"][case]
-                    context = RunContext(quiet=True, zoo=ZooSource(ref="study", path=str(bundle), tracking_uri=tracker.uri, strategy=spec["strategy"],
-                                                                   lr_scale=float(spec["lr_scale"]), digest=manifest_digest(bundle)))
-                acc = run_training(target, LocalSession(), context)["test/acc"]
-                results.setdefault(case, []).append(acc)
-                tracker.client.log_metric(tracker.run_id, f"{case}/test/acc", acc, step=seed)
-                print(f"seed {seed}  {case:<8} test/acc {acc:.4f}", flush=True)
+    print(f"pretraining on {config['pretrain']} …", flush=True)
+    pre, pre_run = arms.run(["diagnostics=off", *(pin(k, v) for k, v in flatten(config["pretrain"]).items())], "pretrain")
+    tracker.client.log_metric(tracker.run_id, "pretrain/test/acc", pre["test/acc"])
+    registry = MlflowClient(tracker.uri, registry_uri=tracker.uri)
+    source = push(registry, tracker.uri, pre_run, config["zoo_name"])
+    source_ref = f"{source.name}/{source.version}"
+    print(f"pretrained model registered as {source_ref} (run {pre_run})", flush=True)
+    target = [pin(k, v) for k, v in flatten(config["target"]).items()]
+    for seed in config["seeds"]:
+        for case in [*config["cases"], "scratch"]:
+            if case == "scratch":
+                metrics, _ = arms.run([*target, f"seed={seed}", *quiet], f"{case}-seed{seed}")
+            else:
+                spec = config["cases"][case]
+                metrics, _ = arms.run([f"zoo={source_ref}", *target, f"seed={seed}", f"finetune.strategy={spec['strategy']}",
+                                       f"finetune.lr_scale={float(spec['lr_scale'])!r}", *quiet], f"{case}-seed{seed}", "finetune")
+            acc = metrics["test/acc"]
+            results.setdefault(case, []).append(acc)
+            tracker.client.log_metric(tracker.run_id, f"{case}/test/acc", acc, step=seed)
+            print(f"seed {seed}  {case:<8} test/acc {acc:.4f}", flush=True)
     n = config["target"].get("data", {}).get("train_per_class")
     lines = [f"source: {flatten(config['pretrain'])} → test/acc {pre['test/acc']:.4f}",
              f"target: {flatten(config['target'])}  ({n} training images per class)", "",
