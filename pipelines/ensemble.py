@@ -85,7 +85,7 @@ def ensemble(cfg: DictConfig) -> dict[str, float]:
     from rich.console import Console
     from rich.table import Table
 
-    from components.ensembles import EnsembleForward, evaluate_forward
+    from components.ensembling import EnsembleForward, evaluate_forward
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     config = validate.resolve(cfg)

@@ -133,7 +133,7 @@ def score(trial: dict, metric: str, mode: str) -> float:
 
 
 def log_sweep(tracker: RunTracker, config: dict, trials: list[dict], narrowing: list[str]) -> dict:
-    from components.checks import plots
+    from components.diagnostics import plots
 
     s = config["search"]
     best = max(trials, key=lambda t: score(t, s["metric"], s["mode"]))
@@ -209,7 +209,10 @@ def sweep_state(config: dict, choices: dict, overrides: list[str], pins: list[st
             known = sorted(p.name for p in root.glob("*") if (p / "state.json").is_file())
             raise UserError("resume", f"no sweep named {config['resume']!r} under {root}.", f"use one of: {', '.join(known) or '(none yet)'}.")
         state = sweep.read_state(path)
+        from components.legacy import current_targets
         from components.zoo.bundle import check_targets
+
+        state["config"] = current_targets(state["config"])  # states written before the package renames
         from pipelines.runtime.app import conf_targets
 
         check_targets(state["config"], conf_targets(), what=str(path))  # a state file builds only what conf/ names

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from components.checks import Diagnostics, initial_loss, lr_range_test, overfit_tiny, regularization_raises_loss
-from components.checks.diagnostics import activation_stats, update_ratio
-from components.checks.init_study import layer_activations
+from components.diagnostics import Diagnostics, initial_loss, lr_range_test, overfit_tiny, regularization_raises_loss
+from components.diagnostics.diagnostics import activation_stats, update_ratio
+from components.diagnostics.init_study import layer_activations
 from components.engine.loop import TrainLoop
 from components.init import WeightInit
 from components.data import Split

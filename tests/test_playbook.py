@@ -10,9 +10,9 @@ from torch import nn
 
 from components.augment import ColorJitter, HorizontalFlip, RandomAffine, RandomCombo, RandomCrop
 from components.init import WeightInit
-from components.models import ConvNet, Maxout, MLP, ResNet
+from components.model import ConvNet, Maxout, MLP, ResNet
 from components.regularisation import DropConnectLinear
-from components.schedules import InverseTimeLR
+from components.scheduler import InverseTimeLR
 from pipelines.runtime import build
 from pipelines.runtime.worker import LocalSession, run_training
 

@@ -39,7 +39,7 @@ def test_two_worker_run_lands_in_mlflow_with_a_reloadable_checkpoint(ray_session
     for key in ("train/loss", "train/acc", "val/loss", "lr", "train/images_per_s", "test/acc"):
         assert client.get_metric_history(run.info.run_id, key), key
     assert run.data.params["optimizer.lr"] == "0.1" and run.data.params["trainer.num_workers"] == "2"
-    assert run.data.params["model.activation._target_"] == "components.models.Maxout"
+    assert run.data.params["model.activation._target_"] == "components.model.Maxout"
     assert int(run.data.params["summary.num_parameters"]) > 1000
     assert run.data.tags["git.commit"] and run.data.tags["version.ray"] and "optimizer=sgd" in run.data.tags["hydra.overrides"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 import pytest
 import torch
 
-from components.ensembles import EnsembleForward, evaluate_forward
+from components.ensembling import EnsembleForward, evaluate_forward
 from components.zoo import BundleError, bundle_info, load_bundle, verify_bundle, write_bundle
 from components.zoo.bundle import manifest_digest
 from components.zoo.registry import ZooError, ZooRef
@@ -160,7 +160,7 @@ def test_ensemble_of_copies_equals_the_model(trained):
 
 
 def test_ema_weights_differ_from_the_raw_weights_and_evaluate(compose_train, tmp_path, monkeypatch):
-    from components.ensembles import WeightAveraging
+    from components.ensembling import WeightAveraging
     from components.engine.checkpoint import load_weights
     from pipelines.runtime import worker
 

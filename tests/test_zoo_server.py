@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 import pytest
 import torch
 
-from components.ensembles import evaluate_forward
+from components.ensembling import evaluate_forward
 from components.zoo import load_bundle, read_weights
 
 pytestmark = pytest.mark.slow

@@ -63,9 +63,12 @@ def atomic_directory(directory: str | os.PathLike) -> Iterator[Path]:
 def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
     path = Path(directory) / META
     try:
-        return json.loads(path.read_text())
+        meta = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise CorruptCheckpointError(f"checkpoint {directory}: cannot read {META} ({e})") from e
+    from components.legacy import current_targets
+
+    return current_targets(meta)  # checkpoints written before the package renames name the old ones
 
 
 def read_weights(directory: str | os.PathLike) -> dict[str, torch.Tensor]:

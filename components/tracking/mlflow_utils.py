@@ -202,7 +202,7 @@ class MlflowRunPlots(Callback):
     def on_fit_start(self, loop: Any) -> None:
         import torch
 
-        from components.checks import plots
+        from components.diagnostics import plots
         from components.engine.loop import to_float
 
         n = min(self.samples, len(loop.train))
@@ -218,7 +218,7 @@ class MlflowRunPlots(Callback):
     def on_epoch_end(self, loop: Any, epoch: int, metrics: dict[str, float]) -> None:
         if epoch != loop.epochs or metrics.get("diverged"):
             return
-        from components.checks import plots
+        from components.diagnostics import plots
 
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)

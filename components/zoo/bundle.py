@@ -29,6 +29,7 @@ from torch import nn
 from safetensors.torch import load_file, save_file
 
 from components.engine.checkpoint import atomic_directory
+from components.legacy import current_targets
 
 FORMAT = "raysitter-bundle/1"
 WEIGHTS, INFO, MANIFEST = "model.safetensors", "bundle.json", "manifest.json"
@@ -41,7 +42,7 @@ class BundleError(RuntimeError):
 # What a bundle's model and data config may build (conf/model/**, conf/data/*; tests/test_zoo.py
 # checks that every option there is listed). Nothing else is instantiated from a bundle.
 ALLOWED_TARGETS = frozenset({
-    "components.models.MLP", "components.models.ConvNet", "components.models.ResNet", "components.models.Maxout",
+    "components.model.MLP", "components.model.ConvNet", "components.model.ResNet", "components.model.Maxout",
     "torch.nn.ReLU", "torch.nn.ELU", "torch.nn.LeakyReLU", "torch.nn.PReLU", "torch.nn.Sigmoid", "torch.nn.Tanh",
     "components.data.DigitsSource", "components.data.CIFAR10Source", "components.data.ImageFolderSource",
     "components.data.SyntheticSource",
@@ -153,7 +154,7 @@ def verify_bundle(directory: str | os.PathLike, digest: str | None = None) -> di
                 "changed or cut short after the bundle was written"
             )
     try:
-        info = json.loads((folder / INFO).read_text())
+        info = current_targets(json.loads((folder / INFO).read_text()))  # bundles written before the package renames
     except ValueError as e:
         raise BundleError(f"{folder}: {INFO} is not JSON ({e})") from e
     check_targets({"model": info.get("model"), "data": info.get("data")}, what=f"{folder}/{INFO}")

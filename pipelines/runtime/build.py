@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 import torch
 from torch import nn
 
-from components.optim import build_optimizer
+from components.optimizer import build_optimizer
 from components.preprocess import Normalizer
 
 # Keys of ours inside the optimizer and scheduler nodes (not arguments of the torch class):

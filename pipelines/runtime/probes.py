@@ -11,7 +11,7 @@ import numpy as np
 from rich.table import Table
 import torch
 
-from components.checks import initial_loss, lr_range_test, overfit_tiny, regularization_raises_loss
+from components.diagnostics import initial_loss, lr_range_test, overfit_tiny, regularization_raises_loss
 from pipelines.runtime import build
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ def print_table(results: list[dict[str, Any]], console: Console) -> None:
 
 
 def log_results(tracker: RunTracker, report: dict[str, Any]) -> None:
-    from components.checks import plots
+    from components.diagnostics import plots
 
     client, run_id = tracker.client, tracker.run_id
     for r in report["results"]:

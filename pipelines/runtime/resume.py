@@ -86,6 +86,20 @@ def find(name: str, output_dir: str) -> Path | None:
     return runs_root(output_dir) / keys[0] / STATE_FILE if keys else None
 
 
+def read(path: Path) -> dict[str, Any]:
+    """A run's saved state with its config (under the current package names, checked to build
+    only what conf/ names) and its RunContext; states written before either change load too."""
+    from components.legacy import current_targets
+    from components.zoo.bundle import check_targets
+    from pipelines.runtime.app import conf_targets
+
+    state = read_state(path)
+    config = current_targets(state["config"])
+    context = RunContext.from_dict(state["context"]) if "context" in state else legacy_context(config)
+    check_targets(config, conf_targets(), what=str(path))  # a state file builds only what conf/ names
+    return {**state, "config": config, "context": context}
+
+
 def load(name: str, output_dir: str, overrides: list[str], current: dict[str, Any]) -> dict[str, Any]:
     """The saved state of run `name`, checked: the run exists, did not finish, and the command
     line changes nothing but where and how robustly it runs."""
@@ -101,13 +115,8 @@ def load(name: str, output_dir: str, overrides: list[str], current: dict[str, An
         raise UserError("resume", f"continues {name!r} with the configuration it started with, but the command line also "
                         f"changes {' '.join(changed)}.",
                         f"leave those out (only {', '.join(RESUME_OVERRIDES[1:])} may change on resume), or start a new run with them.")
-    state = read_state(path)
-    config = state["config"]
-    context = RunContext.from_dict(state["context"]) if "context" in state else legacy_context(config)
-    from components.zoo.bundle import check_targets
-    from pipelines.runtime.app import conf_targets
-
-    check_targets(config, conf_targets(), what=str(path))  # a state file builds only what conf/ names
+    state = read(path)
+    config, context = state["config"], state["context"]
     given = {o.lstrip("+~").split("=")[0] for o in overrides}
     for key in RESUME_OVERRIDES[1:]:  # what this command line sets (RAY_ADDRESS counts for the address)
         section, field = key.split(".")
@@ -130,4 +139,4 @@ def load(name: str, output_dir: str, overrides: list[str], current: dict[str, An
                         "start a new run; to train a finished model further, push it to the zoo and use raysitter finetune.")
     from pipelines.runtime.frozen import freeze
 
-    return {**state, "config": freeze(config), "context": context}
+    return {**state, "config": freeze(config)}

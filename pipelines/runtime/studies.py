@@ -95,8 +95,8 @@ def train_overrides(overrides: list[str]) -> list[str]:
 
 def init_study(config: dict[str, Any], tracker: RunTracker, arms: Arms) -> str:
     """The lecture's weight-init figures: per-layer activation mean/std for each case."""
-    from components.checks import plots
-    from components.checks.init_study import layer_activations
+    from components.diagnostics import plots
+    from components.diagnostics.init_study import layer_activations
 
     results: dict[str, list[dict]] = {}
     for case, parts in config["cases"].items():
@@ -136,7 +136,7 @@ def random_vs_grid(config: dict[str, Any], tracker: RunTracker, arms: Arms) -> s
 
     import numpy as np
 
-    from components.checks import plots
+    from components.diagnostics import plots
     from components.search import grid_values, parse_space, sample
     from pipelines.runtime.validate import pin
 
@@ -208,7 +208,7 @@ def transfer(config: dict[str, Any], tracker: RunTracker, arms: Arms) -> str:
     import numpy as np
     from mlflow.tracking import MlflowClient
 
-    from components.checks import plots
+    from components.diagnostics import plots
     from components.tracking import flatten
     from components.zoo.registry import push
     from pipelines.runtime.validate import pin

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from components.checks.diagnostics import History
+from components.diagnostics.diagnostics import History
 from components.engine.callbacks import Callback, ProgressPrinter
 from components.engine.checkpoint import load_weights, read_train_state, usable_checkpoint, write_checkpoint
 from components.engine.loop import TrainLoop

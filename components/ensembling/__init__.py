@@ -5,8 +5,8 @@ Training-time options are callbacks (the `ensembling` config group); each evalua
 ensemble on the validation and test splits at the last epoch and adds `PREFIX/val/acc`,
 `PREFIX/test/acc` (and losses) next to the single model's `val/acc`, `test/acc`.
 """
-from components.ensembles.averaging import WeightAveraging
-from components.ensembles.predict import EnsembleForward, evaluate_forward
-from components.ensembles.snapshots import SnapshotEnsemble
+from components.ensembling.averaging import WeightAveraging
+from components.ensembling.predict import EnsembleForward, evaluate_forward
+from components.ensembling.snapshots import SnapshotEnsemble
 
 __all__ = ["EnsembleForward", "SnapshotEnsemble", "WeightAveraging", "evaluate_forward"]

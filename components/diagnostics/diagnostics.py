@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from components.engine.callbacks import Callback
-from components.models.activations import Maxout
+from components.model.activations import Maxout
 
 RELU_FAMILY = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.ELU)
 SATURATING = (nn.Sigmoid, nn.Tanh)

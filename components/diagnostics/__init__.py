@@ -1,7 +1,7 @@
 """Babysitting the learning process (CS231n): preflight checks before a run, live diagnostics
 during it, the plots after it, and the weight-initialisation study."""
-from components.checks.diagnostics import Diagnostics, History
-from components.checks.preflight import CheckResult, initial_loss, lr_range_test, overfit_tiny, regularization_raises_loss
+from components.diagnostics.diagnostics import Diagnostics, History
+from components.diagnostics.preflight import CheckResult, initial_loss, lr_range_test, overfit_tiny, regularization_raises_loss
 
 __all__ = [
     "CheckResult",

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from components.models.layers import FRACTIONAL_RATIO, ActivationFactory, conv_block, dense_block, output_features, pool_layer
+from components.model.layers import FRACTIONAL_RATIO, ActivationFactory, conv_block, dense_block, output_features, pool_layer
 
 
 class ConvNet(nn.Module):

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torchvision.ops import StochasticDepth
 
-from components.models.layers import ActivationFactory, dense_block, expansion
+from components.model.layers import ActivationFactory, dense_block, expansion
 
 
 def _norm(channels: int, batch_norm: bool) -> nn.Module:

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from components.models.layers import ActivationFactory, dense_block
+from components.model.layers import ActivationFactory, dense_block
 
 
 class MLP(nn.Module):

@@ -46,7 +46,7 @@ class SnapshotEnsemble(Callback):
             return
         if metrics.get("diverged"):
             return
-        from components.ensembles.predict import EnsembleForward
+        from components.ensembling.predict import EnsembleForward
 
         earlier = [s["state"] for s in self.snapshots if s["step"] != loop.step]
         states = earlier[-(self.keep - 1) :] if self.keep > 1 else []
