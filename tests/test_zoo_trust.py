@@ -167,3 +167,18 @@ def test_a_version_without_a_recorded_digest_is_refused(zoo, tmp_path, capsys):
     err = " ".join(out.err.split())
     assert code == 2 and "no recorded manifest digest" in err and f"raysitter zoo push {zoo['run_id']} --name untracked" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_finetune_refuses_model_overrides_the_zoo_model_replaces(zoo, tmp_path, capsys, monkeypatch):
+    """The architecture is the zoo model's (`~model +model={…}` from its bundle): a model
+    override would silently not apply, so it is refused before any run starts."""
+    from pipelines import finetune
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", zoo["uri"])
+    monkeypatch.setenv("RAYSITTER_OUTPUT_DIR", str(tmp_path / "ft"))
+    runs_before = len(zoo["client"].search_runs([r.experiment_id for r in zoo["client"].search_experiments()]))
+    with pytest.raises(SystemExit) as exit_info:
+        finetune.main(["zoo=digits/1", "model.hidden=[8]", "model.activation=elu"], prog="raysitter finetune")
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "error in `model`" in err and "model.hidden=[8]" in err and "Traceback" not in err
+    assert len(zoo["client"].search_runs([r.experiment_id for r in zoo["client"].search_experiments()])) == runs_before

@@ -371,10 +371,10 @@ def prepare(cfg: DictConfig, adjust: Callable[[dict], tuple[list[str], RunContex
         adopted, context = adjust(draft)
     check_tracking(draft)
     replaced = {o[1:] for o in adopted if o.startswith("~")}  # sections `adjust` takes from elsewhere (a zoo model)
-    clash = [o for o in overrides if o.lstrip("+~").split("=")[0].replace("/", ".").split(".")[0] in replaced]
+    section = lambda o: o.lstrip("+~").split("=")[0].replace("/", ".").split(".")[0]  # noqa: E731
+    clash = [o for o in overrides if section(o) in replaced]
     if clash:
-        section = sorted(replaced)[0] if len(replaced) == 1 else "/".join(sorted(replaced))
-        raise UserError(section, f"comes from the zoo model when fine-tuning, so {' '.join(clash)} would not apply.",
+        raise UserError(", ".join(sorted({section(o) for o in clash})), f"comes from the zoo model when fine-tuning, so {' '.join(clash)} would not apply.",
                         "leave those overrides out (to change the architecture, train a new model and register it).")
     pins = [pin(key, dotted(draft, key)) for key in PINNED if dotted(draft, key) != before[key]] + adopted
     config = compose_run(config_name, [*overrides, *pins])
