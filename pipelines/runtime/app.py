@@ -10,7 +10,8 @@
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 import functools
 from pathlib import Path
 import re
@@ -89,17 +90,27 @@ def declared_defaults(config_name: str, choices: dict[str, Any]) -> dict[str, An
     return _merge(tree, _primary(config_name))
 
 
-@functools.lru_cache(maxsize=None)
-def declared_choices(config_name: str) -> dict[str, str]:
-    """The option each config group of `config_name` takes when the command line names none."""
-    from hydra import compose, initialize_config_dir
+@contextmanager
+def hydra_context() -> Iterator[None]:
+    """Where Hydra's compose API can run: inside a running Hydra app, its own config search
+    path; elsewhere (tests, `submit`, tools), conf/'s."""
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     if GlobalHydra.instance().is_initialized():
+        yield
+        return
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        yield
+
+
+@functools.lru_cache(maxsize=None)
+def declared_choices(config_name: str) -> dict[str, str]:
+    """The option each config group of `config_name` takes when the command line names none."""
+    from hydra import compose
+
+    with hydra_context():
         cfg = compose(config_name=config_name, return_hydra_config=True)
-    else:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name=config_name, return_hydra_config=True)
     choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
     return {k: v for k, v in choices.items() if not k.startswith("hydra") and v is not None}
 

@@ -265,31 +265,27 @@ def compose_run(config_name: str, overrides: list[str]) -> dict[str, Any]:
     then resolve it, so interpolations (`${optimizer.lr}`, `${trainer.epochs}`) follow this run's
     values; the result is read-only (pipelines.runtime.frozen). Inside a running Hydra app its
     config search path is used; outside, conf/'s."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from hydra import compose
 
-    from pipelines.runtime.app import CONF_DIR, rewrite_group_overrides
+    from pipelines.runtime.app import hydra_context, rewrite_group_overrides
     from pipelines.runtime.frozen import freeze
 
-    overrides = rewrite_group_overrides(overrides)
-    if GlobalHydra.instance().is_initialized():
-        return freeze(resolve(compose(config_name=config_name, overrides=overrides)))
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return freeze(resolve(compose(config_name=config_name, overrides=overrides)))
+    with hydra_context():
+        return freeze(resolve(compose(config_name=config_name, overrides=rewrite_group_overrides(overrides))))
 
 
 def check_command(config_name: str, overrides: list[str]) -> None:
     """What can be checked of a command line on any machine (composition, declared types,
     ranges and rules), without its data or store: `raysitter submit` runs this before sending a
     job to a cluster. Raises UserError."""
-    from hydra import compose, initialize_config_dir
+    from hydra import compose
 
     from pipelines.runtime import schema
-    from pipelines.runtime.app import CONF_DIR, check_overrides, declared_defaults, rewrite_group_overrides
+    from pipelines.runtime.app import check_overrides, declared_defaults, hydra_context, rewrite_group_overrides
 
     overrides = rewrite_group_overrides(overrides)
     check_overrides(config_name, overrides)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with hydra_context():
         cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
     choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
     OmegaConf.set_struct(cfg, False)
@@ -389,11 +385,10 @@ def prepare(cfg: DictConfig, adjust: Callable[[dict], tuple[list[str], RunContex
 
 def prepare_command(config_name: str, overrides: list[str], adjust: Any = None) -> Prepared:
     """`prepare` for a command line outside a running Hydra app (tests, tools)."""
-    from hydra import compose, initialize_config_dir
+    from hydra import compose
 
-    from pipelines.runtime.app import CONF_DIR, rewrite_group_overrides
+    from pipelines.runtime.app import hydra_context, rewrite_group_overrides
 
     overrides = rewrite_group_overrides(overrides)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=overrides)
-        return prepare(cfg, adjust, (config_name, overrides))
+    with hydra_context():
+        return prepare(compose(config_name=config_name, overrides=overrides), adjust, (config_name, overrides))
