@@ -87,6 +87,7 @@ def test_transfer_study_compares_strategies_with_scratch(output_dir, capsys):
     out = capsys.readouterr().out
     for case in ("head", "top", "full", "full_same_lr", "scratch"):
         assert f"\n{case} " in out
+    assert "epoch " not in out  # the arms train quietly: the table says what matters
     client, (run,) = runs(output_dir, "raysitter-study")
     m = run.data.metrics
     assert {"head/test/acc", "top/test/acc", "full/test/acc", "scratch/test/acc", "pretrain/test/acc"} <= set(m)

@@ -33,6 +33,7 @@ class Arms:
 
     def run(self, overrides: list[str], label: str, pipeline: str = "train", session: Any = None) -> tuple[dict[str, float], str]:
         """Trains one arm; returns its last metrics and its MLflow run id."""
+        from dataclasses import replace
         import shlex
 
         from pipelines.runtime.finetuning import adopt_bundle
@@ -47,7 +48,8 @@ class Arms:
         context = RunContext(quiet=True)
         adopted: list[str] = []
         if pipeline == "finetune":  # the zoo model's architecture and weights, as `raysitter finetune` takes them
-            adopted, context = adopt_bundle(thaw(compose_run("finetune", [*own, *self.pins])), verbose=False)
+            adopted, source = adopt_bundle(thaw(compose_run("finetune", [*own, *self.pins])), verbose=False)
+            context = replace(source, quiet=True)
         config = compose_run(pipeline, [*own, *self.pins, *adopted])
         client = self.tracker.client
         command = " ".join(["raysitter", pipeline, *(shlex.quote(o) for o in own)])
