@@ -1,13 +1,13 @@
 """What a run shows in MLflow: artifacts written by the per-worker loop (in-process, real store)."""
 from __future__ import annotations
 
-from pipelines.runtime.context import RunContext
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 import pytest
 
+from pipelines.runtime.context import RunContext
 from pipelines.runtime.worker import LocalSession, run_training
 
 

@@ -4,10 +4,11 @@ or the error that refuses it). In-process and fast; the ones that need Ray live 
 tests they extend."""
 from __future__ import annotations
 
-from pipelines.runtime.context import RunContext
 from omegaconf import OmegaConf
 import pytest
 import torch
+
+from pipelines.runtime.context import RunContext
 
 
 def plain(compose_train, overrides, config_name="train"):

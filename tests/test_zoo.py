@@ -1,7 +1,6 @@
 """Bundles, transfer learning and ensembles in-process (no Ray, no server)."""
 from __future__ import annotations
 
-from pipelines.runtime.context import RunContext, ZooSource
 import json
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from components.zoo.bundle import manifest_digest
 from components.zoo.registry import ZooError, ZooRef
 from components.engine.checkpoint import read_meta
 from pipelines.runtime import build
+from pipelines.runtime.context import RunContext, ZooSource
 from pipelines.runtime.worker import LocalSession, run_training
 
 SMALL_CONVNET = ["model=convnet", "model.channels=[8]", "model.hidden=[16]"]

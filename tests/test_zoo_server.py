@@ -3,7 +3,6 @@
 → finetune → ensemble through Ray, each one command."""
 from __future__ import annotations
 
-from pipelines.runtime.context import RunContext
 import os
 from pathlib import Path
 import subprocess
@@ -16,6 +15,7 @@ import torch
 
 from components.ensembling import evaluate_forward
 from components.zoo import load_bundle, read_weights
+from pipelines.runtime.context import RunContext
 
 pytestmark = pytest.mark.slow
 RAYSITTER = str(Path(sys.executable).parent / "raysitter")
@@ -75,7 +75,7 @@ def test_a_tampered_artifact_is_refused_and_nothing_lands(compose_train, mlflow_
     url = mlflow_server["url"]
     run_id = logged_run(compose_train, url, ["trainer.epochs=1"])
     assert cli(["zoo", "push", run_id, "--name", "tampered"], tmp_path, url).returncode == 0
-    stored = next(mlflow_server["artifacts"].rglob(f"{run_id}/artifacts/bundle/model.safetensors"))
+    stored = next(mlflow_server["artifacts"].rglob(f"{run_id}/artifacts/zoo_model/data/bundle/model.safetensors"))  # what the version points at
     data = bytearray(stored.read_bytes())
     data[len(data) // 2] ^= 0xFF
     stored.write_bytes(bytes(data))

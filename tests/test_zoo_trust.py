@@ -4,7 +4,6 @@ library function, a version registered without a digest. In-process, on the embe
 store (no server, no Ray)."""
 from __future__ import annotations
 
-from pipelines.runtime.context import RunContext
 import hashlib
 import json
 from pathlib import Path
@@ -17,6 +16,7 @@ from components.zoo import BundleError, load_bundle
 from components.zoo.bundle import ALLOWED_TARGETS, targets
 from components.zoo.registry import DIGEST_TAG, push
 from pipelines.runtime.app import CONF_DIR
+from pipelines.runtime.context import RunContext
 
 
 def test_every_model_and_data_option_is_allow_listed():
@@ -43,7 +43,7 @@ def zoo(tmp_path_factory, compose_train_module):
     run_training(config, LocalSession(), RunContext(run_id=run.info.run_id, tracking_uri=uri, quiet=True))
     client.set_terminated(run.info.run_id, "FINISHED")
     push(client, uri, run.info.run_id, "digits")
-    stored = next(out.rglob(f"{run.info.run_id}/artifacts/bundle"))
+    stored = next(out.rglob(f"{run.info.run_id}/artifacts/zoo_model/data/bundle"))  # the bundle the version points at
     return {"out": out, "uri": uri, "client": client, "run_id": run.info.run_id, "stored": stored}
 
 
@@ -182,3 +182,82 @@ def test_finetune_refuses_model_overrides_the_zoo_model_replaces(zoo, tmp_path, 
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "error in `model`" in err and "model.hidden=[8]" in err and "Traceback" not in err
     assert len(zoo["client"].search_runs([r.experiment_id for r in zoo["client"].search_experiments()])) == runs_before
+
+
+def digits_test_split(zoo, folder: Path) -> tuple[Path, list[int], float]:
+    """The run's test images as the dataset yields them (before preprocessing), saved for a
+    second process; their labels; the run's logged test/acc."""
+    import numpy as np
+
+    from pipelines.runtime import build
+
+    run = zoo["client"].get_run(zoo["run_id"])
+    info = load_bundle(zoo["stored"])[2]
+    test = build.load_splits(info["data"], 0).test.sample()
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "images.npy", test.as_float().numpy())
+    return folder / "images.npy", test.y.tolist(), run.data.metrics["test/acc"]
+
+
+def test_a_zoo_version_loads_with_mlflow_pyfunc_in_another_process(zoo, tmp_path):
+    """`mlflow.pyfunc.load_model("models:/NAME/1")` from a second folder and process: the
+    version is an MLflow Model whose python_function loader reads the bundle (nothing
+    unpickled) and predicts the test split with the run's logged test accuracy."""
+    import subprocess
+    import sys
+
+    images, labels, test_acc = digits_test_split(zoo, tmp_path / "elsewhere")
+    script = ("import mlflow, numpy as np, json; m = mlflow.pyfunc.load_model('models:/digits/1'); "
+              "out = m.predict(np.load('images.npy')); "
+              "print(json.dumps({'flavors': sorted(m.metadata.flavors), 'index': out['class_index'].tolist(), 'columns': list(out.columns)}))")
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path / "elsewhere", capture_output=True, text=True, timeout=300,
+                            env={**__import__("os").environ, "MLFLOW_TRACKING_URI": zoo["uri"]})
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["flavors"] == ["python_function"] and out["columns"][:2] == ["label", "class_index"]
+    assert sum(p == y for p, y in zip(out["index"], labels)) / len(labels) == pytest.approx(test_acc, abs=1e-9)
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_for_a_zoo_version(zoo, tmp_path):
+    """`mlflow models serve -m models:/digits/1 --env-manager local` (the venv's bin on PATH)
+    answers /invocations on 127.0.0.1 with the same predictions."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    import numpy as np
+
+    from tests.conftest import free_port
+
+    images, labels, _ = digits_test_split(zoo, tmp_path / "serve")
+    x = np.load(images)[:20]
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": zoo["uri"], "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    log = open(tmp_path / "serve.log", "w")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", "models:/digits/1", "--env-manager", "local",
+                             "-h", "127.0.0.1", "-p", str(port)], cwd=tmp_path / "serve", env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline, answer = time.time() + 120, None
+        request = json.dumps({"inputs": x.tolist()}).encode()
+        while answer is None:
+            assert proc.poll() is None and time.time() < deadline, (tmp_path / "serve.log").read_text()[-2000:]
+            try:
+                with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=request,
+                                                                   headers={"Content-Type": "application/json"}), timeout=10) as r:
+                    answer = json.loads(r.read())
+            except OSError:
+                time.sleep(1)
+        rows = answer["predictions"]
+        from components.zoo.pyfunc import ZooModel
+
+        expected = ZooModel(zoo["stored"]).predict(x)
+        assert [row["class_index"] for row in rows] == expected["class_index"].tolist()
+        assert all(abs(sum(v for k, v in row.items() if k.startswith("p_")) - 1) < 1e-5 for row in rows)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

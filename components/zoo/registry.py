@@ -1,7 +1,8 @@
 """The MLflow Model Registry as raysitter's model zoo.
 
-A registered model version points at a run's `bundle/` artifact folder (`runs:/RUN/bundle`);
-its tags carry what `zoo list` shows (dataset, classes, accuracy) and the sha256 of the bundle's
+A registered model version points at the run's MLflow Model of its bundle (`runs:/RUN/zoo_model`:
+a python_function flavor read by components.zoo.pyfunc, the bundle in `zoo_model/data/bundle`;
+versions registered before point at `runs:/RUN/bundle` itself); its tags carry what `zoo list` shows (dataset, classes, accuracy) and the sha256 of the bundle's
 manifest (`raysitter.manifest_sha256`): the registry, not the artifact store, is what a pull
 trusts. Pulling downloads the folder into a temporary sibling, checks the manifest against that
 digest and every file against the manifest, and only then moves it into place; it never
@@ -23,6 +24,8 @@ from mlflow.tracking import MlflowClient
 from components.zoo.bundle import INFO, MANIFEST, WEIGHTS, BundleError, manifest_digest, verify_bundle
 
 BUNDLE_PATH = "bundle"  # the artifact folder of a run that holds its bundle
+ZOO_MODEL_PATH = "zoo_model"  # the run's MLflow Model of that bundle: what a registered version points at
+BUNDLE_PATH_TAG = "raysitter.bundle_path"  # on a version: the bundle's artifact path inside the run
 DIGEST_TAG = "raysitter.manifest_sha256"  # on a registry version, and on the run that logged the bundle
 BUNDLE_FILES = frozenset({WEIGHTS, INFO, MANIFEST})
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -87,9 +90,10 @@ def resolve(client: MlflowClient, ref: ZooRef) -> Any:
     return max(versions, key=lambda v: int(v.version))
 
 
-def read_run_bundle(client: MlflowClient, run_id: str, tracking_uri: str) -> tuple[dict[str, Any], str]:
+def read_run_bundle(client: MlflowClient, run_id: str, tracking_uri: str, model_dir: bool = False) -> tuple[dict[str, Any], str]:
     """bundle.json of a run's bundle and its manifest digest, after verifying the whole bundle
-    (and, when the run recorded one as it logged the bundle, the digest against that tag)."""
+    (and, when the run recorded one as it logged the bundle, the digest against that tag);
+    `model_dir`: also log the run's MLflow Model of that verified bundle (`log_zoo_model`)."""
     import mlflow.artifacts
 
     try:
@@ -105,7 +109,26 @@ def read_run_bundle(client: MlflowClient, run_id: str, tracking_uri: str) -> tup
     with tempfile.TemporaryDirectory() as tmp:
         path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=BUNDLE_PATH, dst_path=tmp, tracking_uri=tracking_uri)
         info = verify_bundle(path, run.data.tags.get(DIGEST_TAG))
-        return info, manifest_digest(path)
+        digest = manifest_digest(path)
+        if model_dir is not None:
+            log_zoo_model(client, run_id, path, digest)
+        return info, digest
+
+
+def log_zoo_model(client: MlflowClient, run_id: str, bundle_dir: str, digest: str) -> None:
+    """The run's MLflow Model of its bundle (`ZOO_MODEL_PATH/`: MLmodel with a python_function
+    flavor, the bundle under `data/`), logged once: a run that has one keeps it untouched."""
+    existing = {f.path for f in client.list_artifacts(run_id, ZOO_MODEL_PATH)}
+    if f"{ZOO_MODEL_PATH}/MLmodel" in existing:
+        return
+    from components.zoo.pyfunc import save_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / ZOO_MODEL_PATH
+        inner = save_model(bundle_dir, folder)
+        if manifest_digest(folder / inner) != digest:  # the copy is the verified bundle, byte for byte
+            raise ZooError(f"run {run_id}: the bundle copied into its MLflow Model does not match the verified one")
+        client.log_artifacts(run_id, str(folder), ZOO_MODEL_PATH)
 
 
 def version_tags(info: dict[str, Any]) -> dict[str, str]:
@@ -130,7 +153,7 @@ def push(client: MlflowClient, tracking_uri: str, run_id: str, name: str, alias:
         raise ZooError(f"zoo name {name!r} / alias {alias!r}: use letters, digits, _ . - (starting with a letter or digit)")
     if alias is not None and alias.lower() == "latest":
         raise ZooError("the alias 'latest' is reserved by MLflow; pick another (e.g. champion)")
-    info, digest = read_run_bundle(client, run_id, tracking_uri)
+    info, digest = read_run_bundle(client, run_id, tracking_uri, model_dir=True)
     try:
         client.get_registered_model(name)
     except MlflowException as e:
@@ -138,8 +161,10 @@ def push(client: MlflowClient, tracking_uri: str, run_id: str, name: str, alias:
             raise
         client.create_registered_model(name, description="raysitter model zoo entry (bundle: safetensors + manifest)")
     version = client.create_model_version(
-        name, f"runs:/{run_id}/{BUNDLE_PATH}", run_id=run_id, tags={**version_tags(info), DIGEST_TAG: digest},
-        description=f"bundle of run {run_id}",
+        name, f"runs:/{run_id}/{ZOO_MODEL_PATH}", run_id=run_id,
+        tags={**version_tags(info), DIGEST_TAG: digest, BUNDLE_PATH_TAG: f"{ZOO_MODEL_PATH}/data/bundle"},
+        description=f"raysitter zoo model of run {run_id}: an MLflow Model (python_function flavor, loaded by "
+                    "components.zoo.pyfunc from the safetensors bundle in data/bundle; nothing unpickled)",
     )
     if alias:
         client.set_registered_model_alias(name, alias, version.version)
@@ -204,7 +229,9 @@ def pull(client: MlflowClient, tracking_uri: str, ref: ZooRef, dest: str | os.Pa
     if not run_id or not str(version.source).startswith("runs:/"):
         raise ZooError(f"{ref} (version {version.version}) does not point at a raysitter bundle (source {version.source})")
     digest = recorded_digest(version, ref)
-    artifact_path = str(version.source).split("/", 2)[2] if str(version.source).count("/") >= 2 else BUNDLE_PATH
+    # the bundle inside the version's MLflow Model; versions registered before point at the bundle itself
+    artifact_path = (version.tags or {}).get(BUNDLE_PATH_TAG) or (
+        str(version.source).split("/", 2)[2] if str(version.source).count("/") >= 2 else BUNDLE_PATH)
     target = Path(dest)
     if not replaceable(target, digest, owned):
         raise ZooError(
