@@ -72,7 +72,7 @@ def run_stage(config: dict, space: dict[str, Dist], stage: int, state: dict, tra
         "sweep": {
             "name": state["name"], "stage": stage, "parent_run_id": tracker.run_id, "experiment_id": tracker.experiment_id,
             "tracking_uri": tracker.uri, "storage": str(Path(config["output_dir"]) / "ray_results" / state["name"] / "trials"),
-            "backend": backend,
+            "backend": backend, "data": state.get("data"),
         },
         "trials": trials_spec,
     }
@@ -257,6 +257,7 @@ def tune(cfg: DictConfig) -> dict:
     tags, choices = hydra_tags("tune")  # the same pipeline/overrides/command tags as train and check
     overrides = list(HydraConfig.get().overrides.task)
     state, state_path, resuming = sweep_state(config, choices, overrides, run.pins)
+    state.setdefault("data", choices.get("data"))  # the dataset's name on every trial run
     if resuming:
         config = {**state["config"], "output_dir": config["output_dir"]}
     space = sweep.check_search(config)

@@ -74,6 +74,10 @@ def test_submitted_two_worker_job_spreads_over_both_nodes_and_lands_in_mlflow(lo
     assert run.info.status == "FINISHED" and run.data.params["trainer.num_workers"] == "2"
     assert run.data.tags["ray.job_submission_id"] == job_id
     assert run.data.metrics["val/acc"] > 0.5
+    import subprocess  # the job's working_dir has no .git: its commit is the one taken where it was submitted
+
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert run.data.tags["mlflow.source.git.commit"] == commit and run.data.tags["mlflow.source.type"] == "JOB"
 
     listed = raysitter(["jobs", "--address", local_cluster["dashboard"], "list"], env, tmp_path, timeout=120)
     assert job_id in listed.stdout and "SUCCEEDED" in listed.stdout

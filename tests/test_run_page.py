@@ -45,6 +45,41 @@ def test_a_submitted_jobs_runs_carry_its_submission_id(monkeypatch, tmp_path):
     assert environment_tags(tmp_path)["ray.job_submission_id"] == "raysubmit_abc"
 
 
+def test_runs_fill_mlflows_own_source_commit_user_and_dataset_fields(compose_train, tmp_path, monkeypatch):
+    """What the MLflow UI shows as Source, commit, user and Datasets; a submitted job's commit
+    and user come from the submitting side (its working_dir has no .git)."""
+    import json
+    import subprocess
+
+    from pipelines.runtime import validate
+    from pipelines.runtime.cluster import job_environment
+    from pipelines.runtime.tracking import PROJECT_DIR, RunTracker
+
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    run = validate.prepare_command("train", ["data=digits", f"output_dir={tmp_path}"])
+    tracker = RunTracker(run.config, "fields", {"pipeline": "train"})
+    tracker.log_dataset(run.config, "digits", run.sizes, run.num_classes)
+    got = tracker.client.get_run(tracker.run_id)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_DIR, capture_output=True, text=True).stdout.strip()
+    tags = got.data.tags
+    assert tags["mlflow.source.name"] == "raysitter train" and tags["mlflow.source.type"] == "LOCAL"
+    assert tags["mlflow.source.git.commit"] == commit and tags["mlflow.user"]
+    (dataset,) = got.inputs.dataset_inputs
+    assert dataset.dataset.name == "digits" and len(dataset.dataset.digest) == 10
+    assert json.loads(dataset.dataset.profile) == {"classes": 10, "train": 1257, "val": 270, "test": 270}
+    assert [(t.key, t.value) for t in dataset.tags] == [("mlflow.data.context", "training")]
+    tracker.end("FINISHED")
+    # a submitted job: the commit travels in the job's environment, taken here
+    env = job_environment(None, str(tmp_path))
+    assert env["RAYSITTER_GIT_COMMIT"].removesuffix("-dirty") == commit and env["RAYSITTER_USER"] == tags["mlflow.user"]
+    monkeypatch.setenv("RAYSITTER_GIT_COMMIT", "abc123")
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps({"metadata": {"job_submission_id": "raysubmit_x"}}))
+    from components.tracking import environment_tags
+
+    submitted = environment_tags(tmp_path / "no-git-here", "raysitter train")
+    assert submitted["mlflow.source.git.commit"] == "abc123" and submitted["mlflow.source.type"] == "JOB"
+
+
 def test_server_refuses_a_public_address_without_allowed_hosts(tmp_path, capsys):
     from pipelines import server
 

@@ -127,7 +127,7 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _git_commit(cwd: Path) -> str:
+def git_commit(cwd: Path) -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
         if sha.returncode != 0:
@@ -152,14 +152,33 @@ def ray_job_submission_id() -> str | None:
         return None
 
 
-def environment_tags(project_dir: str | os.PathLike) -> dict[str, str]:
-    """git commit, library versions and host: what a result needs to be reproduced."""
+SUBMITTED_COMMIT = "RAYSITTER_GIT_COMMIT"  # set by `raysitter submit`: the commit on the submitting side
+SUBMITTED_USER = "RAYSITTER_USER"  # … and who submitted
+
+
+def environment_tags(project_dir: str | os.PathLike, source: str = "raysitter") -> dict[str, str]:
+    """git commit, library versions and host: what a result needs to be reproduced; and
+    MLflow's own fields for them (`mlflow.source.*`, `mlflow.user`), which its UI shows as the
+    run's Source, commit and user. A job submitted to a cluster runs without the .git folder:
+    its commit and user come from the submitting side (`raysitter submit` passes them)."""
+    import getpass
+
+    commit = os.environ.get(SUBMITTED_COMMIT) or git_commit(Path(project_dir))
+    submitted = ray_job_submission_id()
+    try:
+        user = os.environ.get(SUBMITTED_USER) or getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
     tags = {
-        "git.commit": _git_commit(Path(project_dir)),
+        "git.commit": commit,
         "host": socket.gethostname(),
         "version.python": platform.python_version(),
+        "mlflow.source.name": source,
+        "mlflow.source.type": "JOB" if submitted else "LOCAL",
+        "mlflow.user": user,
     }
-    submitted = ray_job_submission_id()
+    if commit != "unknown":
+        tags["mlflow.source.git.commit"] = commit.removesuffix("-dirty")
     if submitted:
         tags["ray.job_submission_id"] = submitted
     for lib in ("raysitter", "torch", "torchvision", "ray", "mlflow", "hydra-core"):

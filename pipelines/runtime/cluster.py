@@ -65,6 +65,16 @@ def job_environment(tracking_uri: str | None, output_dir: str) -> dict[str, str]
     env = {"MLFLOW_TRACKING_URI": uri, "RAYSITTER_OUTPUT_DIR": out, "PYTHONUNBUFFERED": "1"}
     # raysitter's Ray settings for every process of the job (the driver's ray.init adds none then)
     env.update({k: os.environ.get(k, v or "0.1") for k, v in RAY_ENV.items()})
+    # the job's working_dir leaves out .git: its runs' commit (and user) are the submitting side's
+    import getpass
+
+    from components.tracking.mlflow_utils import SUBMITTED_COMMIT, SUBMITTED_USER, git_commit
+
+    env[SUBMITTED_COMMIT] = git_commit(PROJECT_DIR)
+    try:
+        env[SUBMITTED_USER] = getpass.getuser()
+    except (KeyError, OSError):
+        pass
     return env
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from pipelines.runtime import build
 from pipelines.runtime.context import RunContext
-from pipelines.runtime.tracking import RunTracker
+from pipelines.runtime.tracking import PROJECT_DIR, RunTracker, log_dataset
 
 STUDY_ONLY = ("tracking", "output_dir", "hydra")  # top-level keys an arm never takes from the study's command line
 
@@ -30,12 +30,14 @@ class Arms:
         named = {o.lstrip("+~").split("=")[0].replace(".", "/") for o in given}
         self.base = [*(c for c in group_choices(choices) if c.split("=")[0] not in named), *given]
         self.count = 0
+        self.data = choices.get("data") or "data"
 
     def run(self, overrides: list[str], label: str, pipeline: str = "train", session: Any = None) -> tuple[dict[str, float], str]:
         """Trains one arm; returns its last metrics and its MLflow run id."""
         from dataclasses import replace
         import shlex
 
+        from components.tracking import environment_tags
         from pipelines.runtime.finetuning import adopt_bundle
         from pipelines.runtime.frozen import thaw
         from pipelines.runtime.sweep import log_trial_config
@@ -56,11 +58,13 @@ class Arms:
         self.count += 1
         run_id = client.create_run(
             self.tracker.experiment_id, run_name=f"{self.tracker.run.info.run_name}-{label}",
-            tags={"mlflow.parentRunId": self.tracker.run_id, "pipeline": f"study-{pipeline}", "study": self.study,
+            tags={**environment_tags(PROJECT_DIR, f"raysitter study {self.study}"),
+                  "mlflow.parentRunId": self.tracker.run_id, "pipeline": f"study-{pipeline}", "study": self.study,
                   "study.arm": label, "command": command, "hydra.overrides": " ".join(own) or "(none)", **context.tags},
         ).info.run_id
         try:
             log_trial_config(client, run_id, {}, config)
+            log_dataset(client, run_id, config, self.data, None)
             metrics = run_training(config, session or LocalSession(), context.tracked(run_id, self.tracker.uri))
         except BaseException:
             client.set_terminated(run_id, "FAILED")

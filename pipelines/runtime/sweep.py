@@ -13,8 +13,9 @@ from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
 from components.search import Dist, grid_values, has_dotted, parse_space, sample
-from components.tracking import flatten
+from components.tracking import environment_tags, flatten
 from pipelines.runtime.errors import UserError
+from pipelines.runtime.tracking import PROJECT_DIR, log_dataset
 
 ATTEMPT_TAG = "raysitter.trial"
 
@@ -125,13 +126,14 @@ def run_trial(params: dict[str, Any], stage: dict[str, Any]) -> None:
     run = client.create_run(
         sweep["experiment_id"],
         run_name=f"{sweep['name']}-s{sweep['stage']}-{trial_id.split('_')[-1]}",
-        tags={"mlflow.parentRunId": sweep["parent_run_id"], "pipeline": "tune-trial", "sweep": sweep["name"],
+        tags={**environment_tags(PROJECT_DIR, "raysitter tune"), "mlflow.parentRunId": sweep["parent_run_id"], "pipeline": "tune-trial", "sweep": sweep["name"],
               "stage": str(sweep["stage"]), ATTEMPT_TAG: trial_id, "command": trial["command"],
               "hydra.overrides": " ".join(trial["overrides"])},
     )
     run_id = run.info.run_id
     try:
         log_trial_config(client, run_id, trial["values"], config)
+        log_dataset(client, run_id, config, sweep.get("data") or "data", None)
         context = RunContext(run_id=run_id, tracking_uri=sweep["tracking_uri"], label=label, sweep=sweep["name"], stage=sweep["stage"])
         if sweep["backend"] == "function":  # the per-worker loop right here: no worker group to start
             from pipelines.runtime.worker import TuneSession, run_training

@@ -34,8 +34,9 @@ class RunTracker:
             self.client.update_run(resume_run_id, status="RUNNING")
             self.run = self.client.get_run(resume_run_id)
         else:
+            source = f"raysitter {tags['pipeline']}" if tags.get("pipeline") else "raysitter"
             self.run = self.client.create_run(
-                self.experiment_id, run_name=run_name, tags={**environment_tags(PROJECT_DIR), **tags}
+                self.experiment_id, run_name=run_name, tags={**environment_tags(PROJECT_DIR, source), **tags}
             )
         self.run_id = self.run.info.run_id
         self.ended = False
@@ -60,6 +61,12 @@ class RunTracker:
             path = Path(tmp) / "config.yaml"
             path.write_text(yaml.safe_dump(public, sort_keys=False))
             self.client.log_artifact(self.run_id, str(path))
+
+    def log_dataset(self, config: dict[str, Any], name: str, sizes: tuple[int, int, int] | None, classes: int | None = None) -> None:
+        """The run's dataset as an MLflow dataset input (the run page's Datasets section): its
+        name (the data option), a digest of its config and split sizes, where it comes from,
+        and the split sizes in its profile."""
+        log_dataset(self.client, self.run_id, config, name, sizes, classes)
 
     def log_model_summary(self, net: Any) -> None:
         """Parameter count as a param, the module tree as `model_summary.txt`."""
@@ -107,3 +114,23 @@ def tracked_run(
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def log_dataset(client: MlflowClient, run_id: str, config: dict[str, Any], name: str, sizes: tuple[int, int, int] | None,
+                classes: int | None = None) -> None:
+    """`RunTracker.log_dataset` for any run (trial runs and study arms are created by client)."""
+    import hashlib
+    import json
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    data = config["data"]
+    profile = {"classes": classes, **({"train": sizes[0], "val": sizes[1], "test": sizes[2]} if sizes else {})}
+    described = json.dumps({"data": data, "sizes": sizes}, sort_keys=True, default=str)
+    dataset = Dataset(
+        name=str(name), digest=hashlib.sha256(described.encode()).hexdigest()[:10],
+        source_type="local" if data.get("root") else "code",
+        source=json.dumps({"uri": data.get("root") or str(data.get("_target_", "?"))}),
+        schema=None, profile=json.dumps({k: v for k, v in profile.items() if v is not None}),
+    )
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])])

@@ -143,6 +143,7 @@ def train(cfg: DictConfig, pipeline: str = "train", adjust: Any = None) -> dict[
         with tracked_run(config, name, tags, resume_run_id) as tracker:
             if net is not None:
                 tracker.log_config(config)
+                tracker.log_dataset(config, choices.get("data") or "data", run.sizes, run.num_classes)
                 tracker.log_model_summary(net)
                 context = context.tracked(tracker.run_id, tracker.uri)
                 key = resume.storage_key(name, tracker.run_id)

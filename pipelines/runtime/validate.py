@@ -303,6 +303,8 @@ class Prepared:
     overrides: list[str]  # the complete override list: the command line's, then `pins`
     pins: list[str]  # what this machine fixed: absolute paths, the store, the CPU fallback, a zoo model
     context: RunContext
+    sizes: tuple[int, int, int] | None = None  # (train, val, test) images, where counting is cheap
+    num_classes: int | None = None
 
 
 PINNED = ("output_dir", "data.root", "tracking.uri", "trainer.use_gpu")  # what the checks may decide
@@ -380,7 +382,7 @@ def prepare(cfg: DictConfig, adjust: Callable[[dict], tuple[list[str], RunContex
     net = check_components(config, input_shape, num_classes)
     if sizes:
         check_last_batch(config, net, input_shape, sizes[0])
-    return Prepared(config, net, [*overrides, *pins], pins, context)
+    return Prepared(config, net, [*overrides, *pins], pins, context, sizes, num_classes)
 
 
 def prepare_command(config_name: str, overrides: list[str], adjust: Any = None) -> Prepared:
