@@ -80,6 +80,27 @@ def test_runs_fill_mlflows_own_source_commit_user_and_dataset_fields(compose_tra
     assert submitted["mlflow.source.git.commit"] == "abc123" and submitted["mlflow.source.type"] == "JOB"
 
 
+def test_early_stopping_on_a_flat_metric_ends_the_run_with_its_bundle(compose_train, tmp_path):
+    """`early_stopping=plateau`: a learning rate too small to move val/loss by min_delta stops
+    the run after `patience` stale epochs; that epoch is its last (test metrics, bundle, plots)."""
+    from pipelines.runtime.training import record_outcome
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("x", artifact_location=(tmp_path / "art").as_uri())).info.run_id
+    config = OmegaConf.to_container(compose_train(["trainer.epochs=20", "optimizer.lr=1e-9", "model.hidden=[16]", "early_stopping=plateau",
+                                                   "early_stopping.patience=2", "early_stopping.min_delta=0.01"]), resolve=True)
+    session = LocalSession()
+    metrics = run_training(config, session, RunContext(run_id=run_id, tracking_uri=uri, quiet=True))
+    assert [r["epoch"] for r in session.reports] == [1, 2, 3] and metrics["stopped_early"] == 1.0 and "test/acc" in metrics
+    record_outcome(client, run_id, metrics)
+    client.set_terminated(run_id, "FINISHED")
+    run = client.get_run(run_id)
+    assert run.data.tags["raysitter.outcome"] == "early_stopped" and run.data.tags["raysitter.stopped_epoch"] == "3"
+    assert {"bundle", "plots"} <= {a.path for a in client.list_artifacts(run_id)} and run.info.status == "FINISHED"
+    assert run.data.metrics["test/acc"] == metrics["test/acc"]
+
+
 def test_server_refuses_a_public_address_without_allowed_hosts(tmp_path, capsys):
     from pipelines import server
 

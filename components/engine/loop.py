@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 import math
 import time
+from typing import Any
 
 import torch
 from torch import nn
@@ -66,6 +67,8 @@ class TrainLoop:
     # The GPU fast path (trainer=gpu); on a CPU device both are ignored, so results do not change.
     precision: str = "fp32"  # "bf16": forward and loss under bfloat16 autocast
     channels_last: bool = False  # NHWC input images (the model's weights are converted before DDP)
+    early_stopping: Any = None  # components.early_stopping.EarlyStopping, or None
+    stopped_at: int | None = None  # the epoch early stopping ended training at
 
     def __post_init__(self) -> None:
         self.hooks = CallbackList(self.callbacks)
@@ -177,11 +180,20 @@ class TrainLoop:
             metrics["gap/train_val_acc"] = metrics["train/acc"] - metrics["val/acc"]
             if self.scheduler is not None and self.scheduler_interval == "epoch":
                 self.scheduler.step()
-            if epoch == self.epochs:
+            if self.early_stopping is not None and epoch < self.epochs and self.early_stopping.should_stop(epoch, metrics):
+                self.stopped_at = epoch
+                metrics["stopped_early"] = 1.0
+            if self.is_last(epoch):
                 metrics.update(self.evaluate(self.test, "test"))
             self.hooks.on_epoch_end(self, epoch, metrics)
+            if self.stopped_at is not None:
+                break
         self.hooks.on_fit_end(self, metrics)
         return metrics
+
+    def is_last(self, epoch: int) -> bool:
+        """Whether `epoch` is the run's last: `epochs`, or where early stopping ended it."""
+        return epoch == self.epochs or epoch == self.stopped_at
 
     def state_dict(self, epoch: int) -> dict:
         """What resuming needs besides the weights: tensors and plain containers only."""
@@ -192,6 +204,7 @@ class TrainLoop:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "torch_rng": torch.get_rng_state(),
             "restarts": self.restarts,
+            "early_stopping": self.early_stopping.state_dict() if self.early_stopping is not None else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -201,3 +214,5 @@ class TrainLoop:
         torch.set_rng_state(state["torch_rng"])
         self.start_epoch, self.step = state["epoch"] + 1, state["step"]
         self.restarts = int(state.get("restarts", 0)) + 1  # this load is one more restart
+        if self.early_stopping is not None and state.get("early_stopping"):
+            self.early_stopping.load_state_dict(state["early_stopping"])

@@ -64,7 +64,7 @@ class WeightAveraging(Callback):
         return getattr(loop, "epoch", loop.start_epoch)
 
     def on_epoch_end(self, loop: Any, epoch: int, metrics: dict[str, float]) -> None:
-        if epoch != loop.epochs or metrics.get("diverged") or self.averaged is None:
+        if not loop.is_last(epoch) or metrics.get("diverged") or self.averaged is None:
             return
         model = self.averaged.module
         # Batch-norm running statistics: recomputed for the averaged weights (every rank uses

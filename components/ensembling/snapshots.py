@@ -41,7 +41,7 @@ class SnapshotEnsemble(Callback):
         self._observe(loop)
 
     def on_epoch_end(self, loop: Any, epoch: int, metrics: dict[str, float]) -> None:
-        if epoch != loop.epochs:
+        if not loop.is_last(epoch):
             self._observe(loop)
             return
         if metrics.get("diverged"):

@@ -235,7 +235,7 @@ class MlflowRunPlots(Callback):
             self.client.log_artifact(self.run_id, str(path), "samples")
 
     def on_epoch_end(self, loop: Any, epoch: int, metrics: dict[str, float]) -> None:
-        if epoch != loop.epochs or metrics.get("diverged"):
+        if not loop.is_last(epoch) or metrics.get("diverged"):
             return
         from components.diagnostics import plots
 

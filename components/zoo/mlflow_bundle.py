@@ -19,7 +19,7 @@ class MlflowBundleLogger(Callback):
         self.client, self.run_id, self.meta = MlflowClient(tracking_uri), run_id, meta
 
     def on_epoch_end(self, loop: Any, epoch: int, metrics: dict[str, float]) -> None:
-        if epoch != loop.epochs or metrics.get("diverged"):
+        if not loop.is_last(epoch) or metrics.get("diverged"):
             return
         info = bundle_info({**self.meta, "weights": loop.exported_weights}, metrics, run_id=self.run_id, epoch=epoch)
         with tempfile.TemporaryDirectory() as tmp:

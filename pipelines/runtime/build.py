@@ -90,3 +90,8 @@ def model_from_checkpoint(directory: str) -> tuple[nn.Module, Normalizer, dict[s
     net = model(meta["config"]["model"], meta["input_shape"], len(meta["classes"]))
     load_weights(net, directory)
     return net.eval(), Normalizer.from_dict(meta["normalizer"]), meta
+
+
+def early_stopping(node: dict[str, Any] | None) -> Any:
+    """The `early_stopping` option: an EarlyStopping, or None (`none`)."""
+    return make(node) if node and node.get("_target_") else None

@@ -147,6 +147,9 @@ def run_trial(params: dict[str, Any], stage: dict[str, Any]) -> None:
             client.set_tag(run_id, "raysitter.outcome", "diverged")
             client.set_terminated(run_id, "FAILED")
         else:
+            from pipelines.runtime.training import record_outcome
+
+            record_outcome(client, run_id, metrics)
             client.set_terminated(run_id, "FINISHED")
     except SystemExit as e:
         if e.code not in (0, None):

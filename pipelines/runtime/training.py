@@ -83,7 +83,8 @@ def describe(config: dict[str, Any], choices: dict[str, Any], tags: dict[str, st
         for prefix in ("ema", "polyak", "snapshots"):
             if f"{prefix}/test/acc" in metrics:
                 outcome += f"; {prefix} test/acc {metrics[f'{prefix}/test/acc']:.4f}"
-        lines += ["", f"Result after {int(metrics.get('epoch', 0))} epochs in {seconds or 0:.0f} s: {outcome}."]
+        stopped = " (early stopping ended it there)" if metrics.get("stopped_early") else ""
+        lines += ["", f"Result after {int(metrics.get('epoch', 0))} epochs{stopped} in {seconds or 0:.0f} s: {outcome}."]
     lines += ["", "Reproduce (from the commit in the tag `git.commit`):", "", f"    {tags.get('command', '')}"]
     if metrics:
         lines += ["", "Artifacts: `plots/` (loss, accuracy, update ratios, activations, confusion matrix), "
@@ -186,12 +187,22 @@ def fit_and_log(config: dict[str, Any], context: RunContext, key: str, tracker: 
     if metrics.get("diverged"):
         tracker.client.set_tag(tracker.run_id, "raysitter.outcome", "diverged")
         raise Diverged(f"diverged at epoch {int(metrics.get('epoch', 0))}: train/loss became {metrics.get('train/loss')}")
+    record_outcome(tracker.client, tracker.run_id, metrics)
     checkpoint = result.checkpoint.path if result.checkpoint else None
     if checkpoint:
         tracker.client.set_tag(tracker.run_id, "checkpoint", checkpoint)
     if checkpoint and config["tracking"].get("log_model", True):
         log_final_model(tracker, checkpoint)
     return metrics, checkpoint
+
+
+def record_outcome(client: Any, run_id: str, metrics: dict[str, float]) -> None:
+    """A run early stopping ended: `raysitter.outcome=early_stopped` and the epoch
+    (`raysitter.stopped_epoch`); it still ends FINISHED, with its bundle and plots."""
+    if metrics.get("stopped_early"):
+        client.set_tag(run_id, "raysitter.outcome", "early_stopped")
+        client.set_tag(run_id, "raysitter.stopped_epoch", str(int(metrics.get("epoch", 0))))
+        print(f"early stopping: {int(metrics.get('epoch', 0))} epochs trained (no improvement for its patience)", flush=True)
 
 
 def register(config: dict[str, Any], uri: str, run_id: str) -> None:

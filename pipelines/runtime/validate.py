@@ -197,6 +197,8 @@ def check_components(config: dict, input_shape: tuple[int, ...], num_classes: in
         check_ensembling(config)
     with blame("diagnostics"):
         build.diagnostics(config.get("diagnostics"))
+    with blame("early_stopping"):
+        build.early_stopping(config.get("early_stopping"))
     return net
 
 

@@ -224,6 +224,7 @@ def run_training(config: dict[str, Any], session: Any, context: RunContext | Non
         classes=splits.classes,
         precision=trainer.get("precision", "fp32"),
         channels_last=bool(trainer.get("channels_last", False)),
+        early_stopping=build.early_stopping(config.get("early_stopping")),
     )
     if resume:
         loop.load_state_dict(read_train_state(resume))
