@@ -101,6 +101,38 @@ def test_early_stopping_on_a_flat_metric_ends_the_run_with_its_bundle(compose_tr
     assert run.data.metrics["test/acc"] == metrics["test/acc"]
 
 
+def test_the_bundle_holds_the_best_epoch_with_its_own_test_metrics(compose_train, tmp_path):
+    """`tracking.best_metric`/`best_mode` pick the best epoch (here the *lowest* val/acc, so it
+    is not the last); the bundle (what the zoo registers) holds its weights and its test
+    metrics, the run logs them as best/*, and the tag says which epoch; `bundle_weights=last`
+    keeps the last epoch's."""
+    import mlflow.artifacts
+    import torch
+
+    from components.zoo import load_bundle
+    from pipelines.runtime import build
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("x", artifact_location=(tmp_path / "art").as_uri())
+    common = ["trainer.epochs=3", "model.hidden=[16]", "diagnostics=off", "tracking.best_metric=val/acc", "tracking.best_mode=min"]
+    for weights, epoch in (("best", 1), ("last", 3)):
+        run_id = client.create_run(experiment).info.run_id
+        config = OmegaConf.to_container(compose_train([*common, f"tracking.bundle_weights={weights}"]), resolve=True)
+        metrics = run_training(config, LocalSession(), RunContext(run_id=run_id, tracking_uri=uri, quiet=True))
+        assert metrics["best/epoch"] == 1 and metrics["best/test/acc"] != metrics["test/acc"]  # the worst epoch, by design
+        run = client.get_run(run_id)
+        assert run.data.tags["raysitter.bundle_epoch"] == str(epoch) and run.data.metrics["best/test/acc"] == metrics["best/test/acc"]
+        folder = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="bundle", dst_path=str(tmp_path / weights), tracking_uri=uri)
+        net, normalizer, info = load_bundle(folder)
+        expected = metrics["best/test/acc"] if weights == "best" else metrics["test/acc"]
+        assert info["source"]["epoch"] == epoch and info["metrics"]["test/acc"] == expected
+        test = build.load_splits(config["data"], config["seed"]).test.sample()
+        with torch.no_grad():
+            accuracy = int((net(normalizer(test.as_float())).argmax(1) == test.y).sum()) / len(test.y)
+        assert accuracy == pytest.approx(expected, abs=1e-9)
+
+
 def test_server_refuses_a_public_address_without_allowed_hosts(tmp_path, capsys):
     from pipelines import server
 

@@ -69,6 +69,7 @@ class TrainLoop:
     channels_last: bool = False  # NHWC input images (the model's weights are converted before DDP)
     early_stopping: Any = None  # components.early_stopping.EarlyStopping, or None
     stopped_at: int | None = None  # the epoch early stopping ended training at
+    best: Any = None  # components.engine.best.BestEpoch: the best epoch's weights, kept
 
     def __post_init__(self) -> None:
         self.hooks = CallbackList(self.callbacks)
@@ -183,13 +184,42 @@ class TrainLoop:
             if self.early_stopping is not None and epoch < self.epochs and self.early_stopping.should_stop(epoch, metrics):
                 self.stopped_at = epoch
                 metrics["stopped_early"] = 1.0
+            if self.best is not None:
+                self.best.update(epoch, metrics, self.module)
             if self.is_last(epoch):
                 metrics.update(self.evaluate(self.test, "test"))
+                metrics.update(self.best_metrics(epoch, metrics))
             self.hooks.on_epoch_end(self, epoch, metrics)
             if self.stopped_at is not None:
                 break
         self.hooks.on_fit_end(self, metrics)
         return metrics
+
+    def best_metrics(self, epoch: int, metrics: dict[str, float]) -> dict[str, float]:
+        """At the last epoch: the best epoch, its tracked metric and its weights' test metrics."""
+        b = self.best
+        if b is None or b.epoch is None:
+            return {}
+        if b.epoch == epoch:
+            test = {k: metrics[k] for k in ("test/loss", "test/acc")}
+        else:
+            import copy
+
+            module = copy.deepcopy(self.module)
+            module.load_state_dict(b.state)
+            test = self.evaluate(self.test, "test", module=module)
+        return {"best/epoch": float(b.epoch), f"best/{b.metric}": b.value, **{f"best/{k}": v for k, v in test.items()}}
+
+    def bundle_weights(self, epoch: int, metrics: dict[str, float]) -> tuple[dict[str, torch.Tensor], int, dict[str, float]]:
+        """What the run's bundle holds at the last epoch: the best epoch's weights and metrics
+        when they are wanted (`tracking.bundle_weights=best`) and no ensembling replaced the
+        weights; else the weights as they are now."""
+        b = self.best
+        if b is None or not b.for_bundle or b.epoch is None or b.epoch == epoch or self.exported_weights != "trained":
+            return self.module.state_dict(), epoch, metrics
+        chosen = {**{k: v for k, v in b.metrics.items() if not k.startswith("test/")},
+                  "test/loss": metrics["best/test/loss"], "test/acc": metrics["best/test/acc"]}
+        return b.state, b.epoch, chosen
 
     def is_last(self, epoch: int) -> bool:
         """Whether `epoch` is the run's last: `epochs`, or where early stopping ended it."""
@@ -205,6 +235,7 @@ class TrainLoop:
             "torch_rng": torch.get_rng_state(),
             "restarts": self.restarts,
             "early_stopping": self.early_stopping.state_dict() if self.early_stopping is not None else None,
+            "best": self.best.state_dict() if self.best is not None else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -216,3 +247,5 @@ class TrainLoop:
         self.restarts = int(state.get("restarts", 0)) + 1  # this load is one more restart
         if self.early_stopping is not None and state.get("early_stopping"):
             self.early_stopping.load_state_dict(state["early_stopping"])
+        if self.best is not None and state.get("best"):
+            self.best.load_state_dict(state["best"])

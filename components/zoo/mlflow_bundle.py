@@ -21,9 +21,11 @@ class MlflowBundleLogger(Callback):
     def on_epoch_end(self, loop: Any, epoch: int, metrics: dict[str, float]) -> None:
         if not loop.is_last(epoch) or metrics.get("diverged"):
             return
-        info = bundle_info({**self.meta, "weights": loop.exported_weights}, metrics, run_id=self.run_id, epoch=epoch)
+        weights, chosen, chosen_metrics = loop.bundle_weights(epoch, metrics)  # the best epoch's, or the last's
+        info = bundle_info({**self.meta, "weights": loop.exported_weights}, chosen_metrics, run_id=self.run_id, epoch=chosen)
         with tempfile.TemporaryDirectory() as tmp:
-            folder = write_bundle(Path(tmp) / BUNDLE_PATH, loop.module.state_dict(), info)
+            folder = write_bundle(Path(tmp) / BUNDLE_PATH, weights, info)
             self.client.log_artifacts(self.run_id, str(folder), BUNDLE_PATH)
             # the run's record of what it logged: `zoo push` and ensembles of run ids check it
             self.client.set_tag(self.run_id, DIGEST_TAG, manifest_digest(folder))
+            self.client.set_tag(self.run_id, "raysitter.bundle_epoch", str(chosen))

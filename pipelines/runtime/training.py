@@ -83,6 +83,10 @@ def describe(config: dict[str, Any], choices: dict[str, Any], tags: dict[str, st
         for prefix in ("ema", "polyak", "snapshots"):
             if f"{prefix}/test/acc" in metrics:
                 outcome += f"; {prefix} test/acc {metrics[f'{prefix}/test/acc']:.4f}"
+        if "best/epoch" in metrics and not metrics.get("diverged"):
+            metric = config["tracking"].get("best_metric", "val/acc")
+            outcome += (f"; best epoch by {metric}: {int(metrics['best/epoch'])} (test/acc {metrics.get('best/test/acc', float('nan')):.4f}); "
+                        f"the bundle holds the {'best' if config['tracking'].get('bundle_weights', 'best') == 'best' else 'last'} epoch's weights")
         stopped = " (early stopping ended it there)" if metrics.get("stopped_early") else ""
         lines += ["", f"Result after {int(metrics.get('epoch', 0))} epochs{stopped} in {seconds or 0:.0f} s: {outcome}."]
     lines += ["", "Reproduce (from the commit in the tag `git.commit`):", "", f"    {tags.get('command', '')}"]
@@ -248,6 +252,8 @@ def print_summary(m: dict[str, float], tracker: RunTracker, checkpoint: str | No
         if f"{prefix}/test/acc" in m:
             print(f"{prefix:<12} val/acc {m[f'{prefix}/val/acc']:.4f}   test/acc {m[f'{prefix}/test/acc']:.4f}   "
                   f"(gain over the single model {m[f'{prefix}/gain_test_acc']:+.4f})")
+    if "best/epoch" in m and int(m["best/epoch"]) != int(m.get("epoch", 0)):
+        print(f"best epoch   {int(m['best/epoch'])}   test/acc {m.get('best/test/acc', float('nan')):.4f}")
     print(f"MLflow run   {tracker.run_id}  ({tracker.shown})")
     if checkpoint:
         print(f"checkpoint   {checkpoint}")

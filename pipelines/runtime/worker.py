@@ -152,6 +152,15 @@ def ensembling_callbacks(config: dict[str, Any]) -> list[Callback]:
     return [build.make(node)] if node.get("_target_") else []
 
 
+def best_epoch(tracking: dict[str, Any]) -> Any:
+    """The best epoch to keep (`tracking.best_metric` / `best_mode`), and whether the bundle
+    gets its weights (`tracking.bundle_weights=best`)."""
+    from components.engine.best import BestEpoch
+
+    return BestEpoch(tracking.get("best_metric", "val/acc"), tracking.get("best_mode", "max"),
+                     for_bundle=tracking.get("bundle_weights", "best") == "best")
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -225,6 +234,7 @@ def run_training(config: dict[str, Any], session: Any, context: RunContext | Non
         precision=trainer.get("precision", "fp32"),
         channels_last=bool(trainer.get("channels_last", False)),
         early_stopping=build.early_stopping(config.get("early_stopping")),
+        best=best_epoch(config["tracking"]),
     )
     if resume:
         loop.load_state_dict(read_train_state(resume))
