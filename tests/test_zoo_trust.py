@@ -261,3 +261,31 @@ def test_mlflow_models_serve_answers_for_a_zoo_version(zoo, tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_evaluate_a_zoo_version_and_a_run_as_runs_of_their_own(zoo, tmp_path, capsys, monkeypatch):
+    """`raysitter evaluate zoo=digits/1` scores the registered weights on their own test split:
+    its run's eval/acc equals the version's test/acc; per-class metrics and the confusion matrix
+    are logged, and tags link it to the model. `run=RUN_ID` scores the same bundle. Data of
+    other classes is refused before anything is logged."""
+    from pipelines import evaluate
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", zoo["uri"])
+    monkeypatch.setenv("RAYSITTER_OUTPUT_DIR", str(tmp_path))
+    client = zoo["client"]
+    registered = float(client.get_model_version("digits", "1").tags["test_acc"])
+    metrics = evaluate.evaluate_cli(["zoo=digits/1"])
+    assert metrics["eval/acc"] == pytest.approx(registered, abs=5e-5) and metrics["eval/images"] == 270
+    experiment = client.get_experiment_by_name("raysitter-evaluate")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.data.metrics["eval/acc"] == metrics["eval/acc"] and run.data.tags["evaluate.model_uri"] == "models:/digits/1"
+    assert run.data.tags["evaluate.source_run_id"] == zoo["run_id"]
+    assert {"eval/class/0/precision", "eval/class/9/f1"} <= set(run.data.metrics)
+    assert {"per_class.csv", "confusion_matrix.csv", "confusion_matrix.png"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert evaluate.evaluate_cli([f"run={zoo['run_id']}"])["eval/acc"] == metrics["eval/acc"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["zoo=digits/1", "data=digits", "data.classes=[0,1]"], prog="raysitter evaluate")
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "error in `data`" in err and "Traceback" not in err
+    assert len(client.search_runs([experiment.experiment_id])) == 2

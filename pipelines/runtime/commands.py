@@ -9,6 +9,7 @@ PIPELINES = {
     "study": ("pipelines.study", "run a named study from conf/study/ (init, random_vs_grid, transfer)"),
     "finetune": ("pipelines.finetune", "transfer learning from a zoo model: zoo=NAME@alias finetune.strategy=head|top|full (Hydra app)"),
     "ensemble": ("pipelines.ensemble", "average the predictions of runs, zoo models or a sweep's top-k (Hydra app)"),
+    "evaluate": ("pipelines.evaluate", "score a zoo model, a run or a sweep's best trial on a split: accuracy, per-class metrics, confusion matrix (Hydra app)"),
     "zoo": ("pipelines.zoo", "model zoo on the MLflow registry: push RUN_ID --name N | list | pull NAME@alias"),
     "submit": ("pipelines.submit", "run any pipeline as a Ray job on a cluster: submit [--address URL] -- train …"),
     "jobs": ("pipelines.jobs", "a cluster's Ray jobs: list | logs ID [--follow] | stop ID"),

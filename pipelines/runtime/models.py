@@ -16,18 +16,18 @@ from pipelines.runtime.errors import UserError
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-def sweep_members(client: MlflowClient, sweep: str, top_k: int, metric: str) -> list[str]:
+def sweep_members(client: MlflowClient, sweep: str, top_k: int, metric: str, key: str = "sweep") -> list[str]:
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(
         experiments, f"tags.sweep = '{sweep}' and tags.pipeline = 'tune-trial' and attributes.status = 'FINISHED'",
         order_by=[f"metrics.`{metric}` DESC"], max_results=top_k,
     )
     if not runs:
-        raise UserError("sweep", f"no finished trial runs of a sweep named {sweep!r} in the tracking store.", "pass the name `raysitter tune` printed (tag `sweep` of its runs in the MLflow UI).")
+        raise UserError(key, f"no finished trial runs of a sweep named {sweep!r} in the tracking store.", "pass the name `raysitter tune` printed (tag `sweep` of its runs in the MLflow UI).")
     return [r.info.run_id for r in runs]
 
 
-def member_bundle(client: MlflowClient, uri: str, member: str, workdir: Path) -> tuple[Path, str, str]:
+def member_bundle(client: MlflowClient, uri: str, member: str, workdir: Path, key: str = "members") -> tuple[Path, str, str]:
     """A local bundle folder for a run id or a zoo reference, its label, and the manifest
     digest it must match (recorded by the run as it logged the bundle, or by the registry)."""
     import mlflow.artifacts
@@ -36,13 +36,13 @@ def member_bundle(client: MlflowClient, uri: str, member: str, workdir: Path) ->
         try:
             run = client.get_run(member)
         except Exception:
-            raise UserError("members", f"run {member} is not in the tracking store {redact(uri)}.", "copy the run id from the MLflow UI or `raysitter train`'s summary.") from None
+            raise UserError(key, f"run {member} is not in the tracking store {redact(uri)}.", "copy the run id from the MLflow UI or `raysitter train`'s summary.") from None
         names = [f.path for f in client.list_artifacts(member, BUNDLE_PATH)]
         if not names:
-            raise UserError("members", f"run {member} has no {BUNDLE_PATH}/ artifact (it did not finish its last epoch, or ran with tracking.log_bundle=false).", "pick runs that finished training.")
+            raise UserError(key, f"run {member} has no {BUNDLE_PATH}/ artifact (it did not finish its last epoch, or ran with tracking.log_bundle=false).", "pick runs that finished training.")
         digest = run.data.tags.get(DIGEST_TAG)
         if not digest:
-            raise UserError("members", f"run {member} recorded no digest of its bundle (tag {DIGEST_TAG}; runs logged "
+            raise UserError(key, f"run {member} recorded no digest of its bundle (tag {DIGEST_TAG}; runs logged "
                             "before raysitter recorded one), so its files cannot be trusted.",
                             "register it in the zoo (raysitter zoo push RUN_ID --name NAME, which checks it) and pass NAME/VERSION, or train it again.")
         path = mlflow.artifacts.download_artifacts(run_id=member, artifact_path=BUNDLE_PATH, dst_path=str(workdir / member), tracking_uri=uri)
@@ -52,7 +52,7 @@ def member_bundle(client: MlflowClient, uri: str, member: str, workdir: Path) ->
         path, version = fetch(uri, ref, workdir / "zoo")
         digest = recorded_digest(version, ref)
     except ZooError as e:
-        raise UserError("members", f"{e}.", e.fix or "members are 32-character run ids or zoo references (raysitter zoo list).") from None
+        raise UserError(key, f"{e}.", e.fix or "pass 32-character MLflow run ids or zoo references (`raysitter zoo list` shows the zoo).") from None
     return path, f"{version.name}/{version.version}", digest
 
 

@@ -279,7 +279,8 @@ SPEC: dict[str, Any] = {
     "check.lr_range.points": Whole(15, ge=2),
     "check.lr_range.steps": Whole(20, ge=1),
     # raysitter finetune and ensemble
-    "zoo": Text("digits-mlp@champion", ZOO_REF, what="a zoo reference NAME, NAME@ALIAS or NAME/VERSION (letters, digits and _ . -)"),
+    # finetune's `zoo: ???` must be given (refused as missing before this); evaluate's is one of three
+    "zoo": Text("digits-mlp@champion", ZOO_REF, optional=True, what="a zoo reference NAME, NAME@ALIAS or NAME/VERSION (letters, digits and _ . -)"),
     "finetune.strategy": OneOf(("head", "top", "full")),
     "finetune.lr_scale": Number(0.1, gt=0, le=1),
     "sweep": Text("tune-lr_wd-20261128-101500", SAFE_NAME, optional=True, what="a sweep name as raysitter tune printed it"),
