@@ -31,15 +31,13 @@ def check(cfg: DictConfig) -> dict[str, Any]:
     print(f"raysitter check: {name}", flush=True)
     with tracked_run(config, name, tags) as tracker:
         tracker.log_config(config)
-        import ray
-
         from pipelines.runtime import ray_runner
-        from pipelines.runtime.probes import run_probes, unregularised
+        from pipelines.runtime.probes import run_probes_remote, unregularised
 
         plain = unregularised(validate.running_command()[0], run.overrides, config)
         ray_runner.init_ray(config["trainer"])
         cpus = float(config["trainer"]["resources_per_worker"].get("CPU", 1))
-        report = ray.get(ray.remote(num_cpus=cpus)(run_probes).remote(config, plain))
+        report = run_probes_remote(config, plain, cpus)
         log_results(tracker, report)
     console = Console(width=None if sys.stdout.isatty() else 150)
     print_table(report["results"], console)

@@ -28,6 +28,7 @@ from components.search import Dist, flatten_space, narrow
 from pipelines.runtime import sweep, validate
 from pipelines.runtime.app import hydra_app
 from pipelines.runtime.errors import UserError
+from pipelines.runtime.progress import trial_lines
 from pipelines.runtime.tracking import RunTracker, tracked_run
 from pipelines.runtime.training import hydra_tags
 
@@ -100,7 +101,8 @@ def run_stage(config: dict, space: dict[str, Dist], stage: int, state: dict, tra
                 # a process start and the torch import (the loop seeds everything it uses per trial)
                 reuse_actors=backend == "function",
             ),
-            run_config=tune.RunConfig(name=stage_name, storage_path=storage, verbose=0),
+            run_config=tune.RunConfig(name=stage_name, storage_path=storage, verbose=0,
+                                      callbacks=[trial_lines(len(trials_spec), s["metric"], s["mode"], lambda text, flush=True: console.print(text))]),
         )
     console.print(f"[bold]stage {stage}[/]: {len(trials_spec)} trials × {spec['epochs']} epochs over {describe(space)}")
     grid = tuner.fit()
@@ -186,13 +188,11 @@ def print_summary(config: dict, trials: list[dict], best: dict, overrides: list[
 
 def preflight(config: dict, overrides: list[str]) -> None:
     """raysitter check's gating checks; a failing model does not get a sweep unless force=true."""
-    import ray
-
     from pipelines.runtime.probes import gating_passed, print_table
-    from pipelines.runtime.probes import run_probes, unregularised
+    from pipelines.runtime.probes import run_probes_remote, unregularised
 
     plain = unregularised(validate.running_command()[0], overrides, config)
-    report = ray.get(ray.remote(num_cpus=1)(run_probes).remote(config, plain, range_test=False))
+    report = run_probes_remote(config, plain, 1, range_test=False, print_fn=lambda text, flush=True: console.print(f"preflight: {text}"))
     if not gating_passed(report["results"]):
         print_table(report["results"], console)
         raise UserError("preflight", "a gating check failed on this model, so the sweep would search a broken setup.",

@@ -226,3 +226,28 @@ def test_run_names_stay_short_and_never_hold_a_path():
     name = run_name({"tracking": {"run_name": None}}, choices, "train", overrides)
     assert name.startswith("train-convnet-relu-adam-imagefolder-image_size=[32,32]-lr=0.01-epochs=40-20")
     assert "photos" not in name and "/" not in name and "512" not in name and len(name) < 90 and SAFE_NAME.match(name)
+
+
+def test_the_driver_draws_progress_from_what_worker_0_reports(tmp_path):
+    """Within a long epoch worker 0 writes how far it has come (`progress/epoch`); the driver
+    polls it and, when its output is not a terminal, prints a plain line."""
+    import time
+    from types import SimpleNamespace
+
+    from components.tracking.mlflow_utils import PROGRESS_METRIC, MlflowStepProgress
+    from pipelines.runtime.progress import EpochProgress
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("x", artifact_location=(tmp_path / "art").as_uri())).info.run_id
+    reporter = MlflowStepProgress(uri, run_id, every_s=0, after_s=0)
+    loop = SimpleNamespace(train=list(range(100)), world_size=1, batch_size=10, epoch=2, step=10)
+    reporter.on_fit_start(loop)
+    lines: list[str] = []
+    with EpochProgress(uri, run_id, epochs=5, tty=False, poll_s=0.05, plain_every_s=0, print_fn=lambda text, flush=True: lines.append(text)):
+        reporter.on_step_end(loop, 15, None)  # 5 of 10 steps into epoch 2
+        deadline = time.time() + 10
+        while not lines and time.time() < deadline:
+            time.sleep(0.05)
+    assert client.get_run(run_id).data.metrics[PROGRESS_METRIC] == 1.5
+    assert lines[0] == "epoch   2/5  50% of its steps done"

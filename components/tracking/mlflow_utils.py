@@ -207,6 +207,40 @@ class MlflowEpochLogger(Callback):
             self.client.log_batch(self.run_id, metrics=batch[i : i + 1000], synchronous=True)
 
 
+PROGRESS_METRIC = "progress/epoch"  # epochs done, fractional (3.45: 45 % into epoch 4); the driver draws it
+
+
+class MlflowStepProgress(Callback):
+    """Within long epochs, worker 0 reports how far the epoch has come (`progress/epoch`), at
+    most every `every_s` seconds and only once an epoch has run `after_s`: the driver (which
+    has the terminal; a Ray worker has none) polls it and draws a progress bar. Short epochs
+    write nothing."""
+
+    def __init__(self, tracking_uri: str, run_id: str, every_s: float = 2.0, after_s: float = 3.0) -> None:
+        self.client, self.run_id = MlflowClient(tracking_uri), run_id
+        self.every_s, self.after_s = every_s, after_s
+        self.epoch_started = self.last = 0.0
+        self.first_step = 0
+
+    def on_fit_start(self, loop: Any) -> None:
+        self.epoch_started, self.first_step = time.perf_counter(), loop.step
+
+    def on_step_end(self, loop: Any, step: int, loss: float | None) -> None:
+        now = time.perf_counter()
+        if now - self.epoch_started < self.after_s or now - self.last < self.every_s:
+            return
+        import math
+
+        per_worker = max(1, len(loop.train) // max(1, loop.world_size))
+        steps = max(1, math.ceil(per_worker / max(1, loop.batch_size)))
+        done = min(0.999, (step - self.first_step) / steps)
+        self.client.log_metric(self.run_id, PROGRESS_METRIC, (loop.epoch - 1) + done, step=step)
+        self.last = now
+
+    def on_epoch_end(self, loop: Any, epoch: int, metrics: dict[str, float]) -> None:
+        self.epoch_started, self.first_step = time.perf_counter(), loop.step
+
+
 class MlflowRunPlots(Callback):
     """What a run page needs to answer "how did it go": augmented training samples at the start
     (`samples/augmented.png`); at the last epoch (before the final report, which may end a Tune

@@ -56,10 +56,20 @@ def probe_configs(config_name: str, overrides: list[str]) -> tuple[dict[str, Any
     return config, unregularised(config_name, overrides, config)
 
 
+PROBES = ("initial loss", "regularisation raises the loss", "overfit a tiny subset", "learning-rate range test")
+
+
 def run_probes(config: dict[str, Any], plain: dict[str, Any], range_test: bool = True) -> dict[str, Any]:
     """All checks on `config` and `plain`, its regularisation-free twin (`unregularised`); the
     lr range test only when `range_test`. Returns plain data (check results, range-test rows,
     suggestion)."""
+    *_, (_, report) = probe_steps(config, plain, range_test)
+    return report
+
+
+def probe_steps(config: dict[str, Any], plain: dict[str, Any], range_test: bool = True) -> Any:
+    """`run_probes` step by step: yields ("start", name of the probe) before each probe and
+    ("report", the report) at the end; as a streaming Ray task, the driver draws the progress."""
     c, seed = config.get("check") or DEFAULT_CHECK, config["seed"]
     torch.set_num_threads(max(1, int(config["trainer"]["resources_per_worker"].get("CPU", 1))))
     splits = build.load_splits(config["data"], seed)
@@ -80,20 +90,40 @@ def run_probes(config: dict[str, Any], plain: dict[str, Any], range_test: bool =
             node["lr"] = lr
         return build.optimizer(node, model)
 
-    results = [
-        initial_loss(make_model(), x, y, splits.num_classes, c["initial_loss_tolerance"]),
-        regularization_raises_loss(make_model(), x, y, c["regularization_strength"]),
-        overfit_tiny(make_model, make_optimizer, x[: c["overfit_examples"]], y[: c["overfit_examples"]], c["overfit_steps"], c["overfit_target_loss"]),
-    ]
+    yield "start", PROBES[0]
+    results = [initial_loss(make_model(), x, y, splits.num_classes, c["initial_loss_tolerance"])]
+    yield "start", PROBES[1]
+    results.append(regularization_raises_loss(make_model(), x, y, c["regularization_strength"]))
+    yield "start", PROBES[2]
+    results.append(overfit_tiny(make_model, make_optimizer, x[: c["overfit_examples"]], y[: c["overfit_examples"]], c["overfit_steps"], c["overfit_target_loss"]))
     if not range_test:
-        return {"results": [res.to_dict() for res in results], "lr_rows": [], "suggested": None, "num_classes": splits.num_classes}
+        yield "report", {"results": [res.to_dict() for res in results], "lr_rows": [], "suggested": None, "num_classes": splits.num_classes}
+        return
+    yield "start", PROBES[3]
     r = c["lr_range"]
     lrs = np.logspace(np.log10(r["low"]), np.log10(r["high"]), r["points"])
     range_result, rows, suggested = lr_range_test(
         make_model, make_optimizer, x, y, lrs, r["steps"], config["trainer"]["batch_size"], config["optimizer"].get("lr"), seed
     )
     results.append(range_result)
-    return {"results": [res.to_dict() for res in results], "lr_rows": rows, "suggested": suggested, "num_classes": splits.num_classes}
+    yield "report", {"results": [res.to_dict() for res in results], "lr_rows": rows, "suggested": suggested, "num_classes": splits.num_classes}
+
+
+def run_probes_remote(config: dict[str, Any], plain: dict[str, Any], cpus: float, range_test: bool = True, print_fn: Any = print) -> dict[str, Any]:
+    """The probes as a streaming Ray task: each probe's start is printed here, on the driver,
+    as the task reaches it ("check 2/4: regularisation raises the loss …")."""
+    import ray
+
+    total = len(PROBES) if range_test else len(PROBES) - 1
+    report, started = None, 0
+    for ref in ray.remote(num_cpus=cpus, num_returns="streaming")(probe_steps).remote(config, plain, range_test):
+        kind, value = ray.get(ref)
+        if kind == "start":
+            started += 1
+            print_fn(f"check {started}/{total}: {value} …", flush=True)
+        else:
+            report = value
+    return report
 
 
 COLOURS = {"PASS": "green", "WARN": "yellow", "FAIL": "red"}

@@ -179,8 +179,11 @@ def fit_and_log(config: dict[str, Any], context: RunContext, key: str, tracker: 
     description, outcome, checkpoint, model."""
     from pipelines.runtime import ray_runner
 
+    from pipelines.runtime.progress import EpochProgress
+
     try:
-        result = ray_runner.fit(config, context, key)
+        with EpochProgress(tracker.uri, tracker.run_id, config["trainer"]["epochs"]):
+            result = ray_runner.fit(config, context, key)
     except Exception as e:  # Ray has already shown the worker's traceback above
         lines = [ln for ln in str(e).splitlines() if ln.strip()]
         raise TrainingFailed(lines[-1] if lines else type(e).__name__) from e

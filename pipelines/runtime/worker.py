@@ -121,6 +121,10 @@ def rank0_callbacks(config: dict[str, Any], context: RunContext, meta: dict[str,
     history = History()
     progress = None if context.quiet else ProgressPrinter(config["trainer"]["epochs"], label=context.label)
     callbacks: list[Callback] = [c for c in (history, progress, diagnostics, logger) if c]
+    if logger and not context.quiet and context.sweep is None:  # within long epochs: how far (the driver draws it)
+        from components.tracking.mlflow_utils import MlflowStepProgress
+
+        callbacks.append(MlflowStepProgress(context.tracking_uri, context.run_id))
     if logger and (config.get("diagnostics") or {}).get("plots", True):
         from components.tracking import MlflowRunPlots
 
