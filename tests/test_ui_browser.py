@@ -124,8 +124,11 @@ def test_run_pages_show_the_run_its_metrics_and_artifacts(ray_session, output_di
         browser.open(f"{base}/runs", "browser-test-run")  # the experiment's run list
         browser.quiet()
         browser.shot("experiment")
+        (dataset,) = run.inputs.dataset_inputs  # MLflow's own Datasets and Source/commit fields, filled and shown
+        commit = run.data.tags["mlflow.source.git.commit"]
+        assert dataset.dataset.name == "digits" and len(commit) == 40 and run.data.tags["mlflow.source.name"] == "raysitter train"
         page = browser.open(f"{base}/runs/{run.info.run_id}", "browser-test-run", "Finished", "Result after 3 epochs", "Reproduce", "raysitter train",
-                            "val/acc", "test/acc", "train/loss", "git.commit", "optimizer.lr")
+                            "val/acc", "test/acc", "train/loss", "git.commit", "optimizer.lr", dataset.dataset.digest, commit[:7])
         assert "0.002" in page  # the param's value, from the resolved config
         browser.shot("run")
         browser.open(f"{base}/runs/{run.info.run_id}/model-metrics", "diag/act")
