@@ -68,7 +68,7 @@ def run_stage(config: dict, space: dict[str, Dist], stage: int, state: dict, tra
     s = config["search"]
     spec = s["stages"][stage - 1]
     trials_spec = compose_trials(config, space, stage, state)
-    backend = s.get("trial_backend", "train")
+    backend, _ = sweep.trial_backend(config)
     stage_data = {
         "sweep": {
             "name": state["name"], "stage": stage, "parent_run_id": tracker.run_id, "experiment_id": tracker.experiment_id,
@@ -280,6 +280,8 @@ def tune(cfg: DictConfig) -> dict:
         state["parent_run_id"] = tracker.run_id
         sweep.write_state(state_path, state)
         console.print(f"sweep [bold]{state['name']}[/] (resume with: raysitter tune resume={state['name']})")
+        backend, why = sweep.trial_backend(config)
+        console.print(f"trial backend: {backend} ({why})")
         try:
             trials, narrowing = run_stages(config, space, state, state_path, tracker, resuming)
         except KeyboardInterrupt:  # Ctrl-C / SIGTERM: no trial run is left RUNNING (resume reopens the sweep)

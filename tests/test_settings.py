@@ -100,3 +100,16 @@ def test_a_composed_run_config_is_read_only_and_still_trains_pickles_and_seriali
     session = LocalSession(checkpoint_root=str(tmp_path / "ckpt"))
     run_training(config, session, RunContext(quiet=True))  # the per-worker loop never edits its config
     assert session.reports and session.last_checkpoint
+
+
+def test_auto_trial_backend_starts_single_worker_trials_in_the_tune_function():
+    """`search.trial_backend=auto` (lr_wd's default): `function` for one worker per trial, Ray
+    Train for more; a backend named explicitly is kept."""
+    from pipelines.runtime.sweep import trial_backend
+    from pipelines.runtime.validate import compose_run
+
+    one = compose_run("tune", ["search=lr_wd"])
+    assert one["search"]["trial_backend"] == "auto" and trial_backend(one)[0] == "function"
+    assert trial_backend(compose_run("tune", ["search=lr_wd", "trainer.num_workers=2"]))[0] == "train"
+    forced = compose_run("tune", ["search=lr_wd", "search.trial_backend=train"])
+    assert trial_backend(forced) == ("train", "search.trial_backend")

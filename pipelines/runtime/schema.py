@@ -260,7 +260,7 @@ SPEC: dict[str, Any] = {
     "search.grace_period": Whole(1, ge=1),
     "search.reduction_factor": Number(2, gt=1),
     "search.max_concurrent": Whole(2, ge=1),
-    "search.trial_backend": OneOf(("train", "function")),
+    "search.trial_backend": OneOf(("auto", "train", "function")),
     "search.trial_cpus": Number(0.5, gt=0),
     "search.worker_cpus": Number(0.5, gt=0),
     "sweep_name": Text("lr-sweep", SAFE_NAME, optional=True, what="a name of letters, digits and _ . - = + , @ : [ ] (no spaces, quotes or /)"),

@@ -34,13 +34,29 @@ def check_search(config: dict[str, Any]) -> dict[str, Dist]:
         raise UserError("search.stages", f"each stage needs samples ≥ 1 and epochs ≥ 1 (got {search['stages']}).", "e.g. search.stages=[{samples:12,epochs:3},{samples:6,epochs:10}].")
     if search["scheduler"] not in ("asha", "none"):
         raise UserError("search.scheduler", f"must be asha or none (got {search['scheduler']!r}).", "pass search.scheduler=asha or search.scheduler=none.")
-    if search.get("trial_backend", "train") not in ("train", "function"):
-        raise UserError("search.trial_backend", f"must be train or function (got {search['trial_backend']!r}).", "pass search.trial_backend=train or search.trial_backend=function.")
+    if search.get("trial_backend", "auto") not in BACKENDS:
+        raise UserError("search.trial_backend", f"must be auto, train or function (got {search['trial_backend']!r}).", "pass search.trial_backend=auto (or train, function).")
     if search.get("trial_backend") == "function" and config["trainer"]["num_workers"] > 1:
         raise UserError("search.trial_backend", "is function, which runs one worker per trial, but trainer.num_workers > 1.", "pass search.trial_backend=train for multi-worker trials, or trainer.num_workers=1.")
     if search["method"] not in ("random", "grid"):
         raise UserError("search.method", f"must be random or grid (got {search['method']!r}).", "pass search.method=random or search.method=grid.")
     return space
+
+
+BACKENDS = ("auto", "train", "function")
+
+
+def trial_backend(config: dict[str, Any]) -> tuple[str, str]:
+    """The backend trials run on, and why: `auto` takes Tune's function trainable with reused
+    actors when a trial has one worker (it starts in about a second) and Ray Train inside the
+    trial when it has more."""
+    chosen = config["search"].get("trial_backend", "auto")
+    workers = config["trainer"]["num_workers"]
+    if chosen != "auto":
+        return chosen, "search.trial_backend"
+    if workers == 1:
+        return "function", "auto: one worker per trial, trained in the Tune trial itself (no worker group to start)"
+    return "train", f"auto: {workers} workers per trial, a Ray Train worker group in each trial"
 
 
 TUNE_KEYS = ("search", "sweep_name", "preflight", "force", "resume")  # the sweep's own keys, not a trial's
