@@ -102,7 +102,8 @@ def run_stage(config: dict, space: dict[str, Dist], stage: int, state: dict, tra
                 reuse_actors=backend == "function",
             ),
             run_config=tune.RunConfig(name=stage_name, storage_path=storage, verbose=0,
-                                      callbacks=[trial_lines(len(trials_spec), s["metric"], s["mode"], lambda text, flush=True: console.print(text))]),
+                                      # Tune pickles its run config: the callback prints with plain print (a Console holds locks)
+                                      callbacks=[trial_lines(len(trials_spec), s["metric"], s["mode"])]),
         )
     console.print(f"[bold]stage {stage}[/]: {len(trials_spec)} trials × {spec['epochs']} epochs over {describe(space)}")
     grid = tuner.fit()
