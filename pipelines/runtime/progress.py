@@ -68,9 +68,10 @@ class EpochProgress:
             self.print(f"epoch {epoch:>3}/{self.epochs}  {fraction:.0%} of its steps done", flush=True)
 
 
-def trial_lines(total: int, metric: str, mode: str, print_fn: Any = print) -> Any:
+def trial_lines(total: int, metric: str, mode: str) -> Any:
     """A Ray Tune callback (driver side): one line per finished trial, "trials 7/18 done, best
-    val/acc 0.9620 so far"."""
+    val/acc 0.9620 so far". Tune pickles its run config with the callback in it, so the callback
+    holds plain values only and looks `print` up when it prints."""
     from ray.tune import Callback
 
     class TrialLines(Callback):
@@ -83,7 +84,7 @@ def trial_lines(total: int, metric: str, mode: str, print_fn: Any = print) -> An
             if value is not None and not failed and (self.best is None or (value > self.best if mode == "max" else value < self.best)):
                 self.best = value
             best = f", best {metric} {self.best:.4f} so far" if self.best is not None else ""
-            print_fn(f"trials {self.done}/{total} done{best}" + (f" ({trial.trial_id} failed)" if failed else ""), flush=True)
+            print(f"trials {self.done}/{total} done{best}" + (f" ({trial.trial_id} failed)" if failed else ""), flush=True)
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.note(trial)
