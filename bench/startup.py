@@ -149,7 +149,8 @@ class LocalRay:
         port = free_port()
         self.proc = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
                                       "--include-dashboard=false", "--disable-usage-stats"],
-                                     env=env_without_ray(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                                     env={**env_without_ray(), "RAY_AUTH_MODE": "token"}, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
         self.address = f"127.0.0.1:{port}"
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -186,7 +187,8 @@ def main() -> None:
                                                  env_without_ray(), out))
                 cold = {**env_without_ray(), "RAYSITTER_OUTPUT_DIR": str(out / "cold")}
                 times["raysitter cold"].append(timed(train, cold, ROOT))
-                warm = {**env_without_ray(), "RAYSITTER_OUTPUT_DIR": str(out / "warm"), "RAY_ADDRESS": address}
+                # Ray's token authentication is on: a client presents ~/.ray/auth_token only with RAY_AUTH_MODE=token
+                warm = {**env_without_ray(), "RAYSITTER_OUTPUT_DIR": str(out / "warm"), "RAY_ADDRESS": address, "RAY_AUTH_MODE": "token"}
                 times["raysitter warm"].append(timed(train, warm, ROOT))
                 print(f"repeat {r + 1}/{args.repeats}: " + "  ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items()), flush=True)
     median = {k: statistics.median(v) for k, v in times.items()}
