@@ -168,6 +168,11 @@ class LocalRay:
             self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
+        # `ray start` records its address for later `ray.init()` calls to join; stopped by a signal it
+        # leaves that record behind, and a later local `ray.init()` would wait on the dead address
+        record = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        if record.is_file() and record.read_text().strip().endswith(":" + self.address.rsplit(":", 1)[1]):
+            record.unlink()  # ours (it names our port; the host part is the node's IP)
 
 
 def main() -> None:

@@ -214,3 +214,13 @@ def test_each_trial_is_composed_from_its_own_overrides_and_its_command_reproduce
     run_training(config, reports)
     logged = [m.value for m in sorted(client.get_metric_history(trial.info.run_id, "val/acc"), key=lambda m: m.step)]
     assert [r["val/acc"] for r in reports.reports] == pytest.approx(logged, abs=1e-9)
+
+    # `raysitter evaluate sweep=NAME` scores the sweep's best finished trial (by val/acc): the weights
+    # its bundle holds, on its own test split, are the ones whose best/test/acc the trial logged
+    from pipelines import evaluate
+
+    best = max(trials, key=lambda t: t.data.metrics["val/acc"])
+    scored = evaluate.evaluate_cli(["sweep=compose"])
+    (run,) = client.search_runs([client.get_experiment_by_name("raysitter-evaluate").experiment_id])
+    assert run.data.tags["evaluate.source_run_id"] == best.info.run_id
+    assert scored["eval/acc"] == pytest.approx(best.data.metrics["best/test/acc"], abs=1e-9)
