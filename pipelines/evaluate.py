@@ -29,7 +29,7 @@ from components.zoo import BundleError, load_bundle
 from pipelines.runtime import build, validate
 from pipelines.runtime.app import hydra_app
 from pipelines.runtime.errors import UserError
-from pipelines.runtime.models import member_bundle, sweep_members
+from pipelines.runtime.models import RUN_ID, member_bundle, sweep_members
 from pipelines.runtime.tracking import tracked_run
 
 SPLITS = ("test", "val", "train")
@@ -45,15 +45,9 @@ def reference(config: dict[str, Any], client: MlflowClient) -> tuple[str, str]:
     if key == "sweep":
         (best,) = sweep_members(client, str(value), 1, "val/acc")
         return best, f"sweep {value} (best trial, run {best})"
-    if key == "run" and not validate_run_id(str(value)):
+    if key == "run" and not RUN_ID.match(str(value)):
         raise UserError("run", f"{value!r} is not an MLflow run id (32 hexadecimal characters).", "copy it from the MLflow UI or `raysitter train`'s summary.")
     return str(value), f"{key} {value}"
-
-
-def validate_run_id(text: str) -> bool:
-    from pipelines.runtime.models import RUN_ID
-
-    return bool(RUN_ID.match(text))
 
 
 def dataset(config: dict[str, Any], info: dict[str, Any]) -> tuple[Any, dict[str, Any], int]:

@@ -121,13 +121,21 @@ def set_dotted(config: dict[str, Any], values: Mapping[str, Any]) -> dict[str, A
     return config
 
 
-def has_dotted(config: Mapping[str, Any], key: str) -> bool:
+_MISSING = object()
+
+
+def get_dotted(config: Mapping[str, Any], key: str, default: Any = None) -> Any:
+    """The value at dotted `key` (`trainer.use_gpu`), or `default` where the path does not exist."""
     node: Any = config
     for part in key.split("."):
         if not isinstance(node, Mapping) or part not in node:
-            return False
+            return default
         node = node[part]
-    return True
+    return node
+
+
+def has_dotted(config: Mapping[str, Any], key: str) -> bool:
+    return get_dotted(config, key, _MISSING) is not _MISSING
 
 
 def sample(d: Dist, rng: "np.random.Generator") -> Any:  # noqa: F821

@@ -29,7 +29,6 @@ class Arms:
         given = train_overrides(overrides)
         named = {o.lstrip("+~").split("=")[0].replace(".", "/") for o in given}
         self.base = [*(c for c in group_choices(choices) if c.split("=")[0] not in named), *given]
-        self.count = 0
         self.data = choices.get("data") or "data"
 
     def run(self, overrides: list[str], label: str, pipeline: str = "train", session: Any = None) -> tuple[dict[str, float], str]:
@@ -55,7 +54,6 @@ class Arms:
         config = compose_run(pipeline, [*own, *self.pins, *adopted])
         client = self.tracker.client
         command = " ".join(["raysitter", pipeline, *(shlex.quote(o) for o in own)])
-        self.count += 1
         run_id = client.create_run(
             self.tracker.experiment_id, run_name=f"{self.tracker.run.info.run_name}-{label}",
             tags={**environment_tags(PROJECT_DIR, f"raysitter study {self.study}"),

@@ -17,6 +17,7 @@ from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 import torch
 
 from components.data import DataNotFoundError
+from components.search import get_dotted
 from components.tracking import TrackingUnreachableError, check_reachable, default_tracking_uri, flatten
 from pipelines.runtime import build
 from pipelines.runtime.context import RunContext
@@ -34,16 +35,9 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
         raise UserError(e.full_key or "config", f"cannot be resolved ({e.msg}).", "correct the interpolation or override the key.") from None
 
 
-def _get(config: dict, key: str) -> Any:
-    node: Any = config
-    for part in key.split("."):
-        node = node[part]
-    return node
-
-
 def require(config: dict, key: str, ok: bool, problem: str, fix: str) -> None:
     if not ok:
-        raise UserError(key, f"{problem} (got {_get(config, key)!r}).", fix)
+        raise UserError(key, f"{problem} (got {get_dotted(config, key)!r}).", fix)
 
 
 def check_numbers(config: dict) -> None:
@@ -332,15 +326,6 @@ def hydra_value(value: Any) -> str:
     return as_override(value)
 
 
-def dotted(config: dict, key: str) -> Any:
-    node: Any = config
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def running_command() -> tuple[str, list[str]]:
     """The running Hydra app's config name and this job's override list."""
     from hydra.core.hydra_config import HydraConfig
@@ -359,7 +344,7 @@ def prepare(cfg: DictConfig, adjust: Callable[[dict], tuple[list[str], RunContex
     `command` = (config name, overrides); inside a Hydra app, the running one's."""
     config_name, overrides = command or running_command()
     draft = resolve(cfg)
-    before = {key: dotted(draft, key) for key in PINNED}
+    before = {key: get_dotted(draft, key) for key in PINNED}
     check_values(draft)
     draft["output_dir"] = absolute(draft["output_dir"])
     check_numbers(draft)
@@ -376,10 +361,12 @@ def prepare(cfg: DictConfig, adjust: Callable[[dict], tuple[list[str], RunContex
     if clash:
         raise UserError(", ".join(sorted({section(o) for o in clash})), f"comes from the zoo model when fine-tuning, so {' '.join(clash)} would not apply.",
                         "leave those overrides out (to change the architecture, train a new model and register it).")
-    pins = [pin(key, dotted(draft, key)) for key in PINNED if dotted(draft, key) != before[key]] + adopted
+    after = {key: get_dotted(draft, key) for key in PINNED}
+    pins = [pin(key, after[key]) for key in PINNED if after[key] != before[key]] + adopted
     config = compose_run(config_name, [*overrides, *pins])
     if not adopted and thaw(config) != draft:  # the checks' edits and the pins must agree exactly
-        changed = sorted(k for k in flatten(draft).keys() | flatten(thaw(config)).keys() if flatten(draft).get(k) != flatten(thaw(config)).get(k))
+        checked, composed = flatten(draft), flatten(thaw(config))
+        changed = sorted(k for k in checked.keys() | composed.keys() if checked.get(k) != composed.get(k))
         raise RuntimeError(f"internal error: the composed run config differs from the checked one at {changed}")
     net = check_components(config, input_shape, num_classes)
     if sizes:
