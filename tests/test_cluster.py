@@ -130,6 +130,20 @@ def assert_resumed_and_finished(local_cluster, env, tmp_path, out, job: str, at_
     assert run.data.metrics["val/acc"] > 0.95  # an uninterrupted run of this length: ≈ 0.97
 
 
+def test_a_submitted_multirun_runs_its_jobs_concurrently_on_the_cluster(local_cluster, tmp_path):
+    """Inside a submitted job RAY_ADDRESS is set: `-m` takes the ray launcher by itself."""
+    out = tmp_path / "outputs"
+    env = {**local_cluster["env"], "RAYSITTER_OUTPUT_DIR": str(out)}
+    result = raysitter(["submit", "--address", local_cluster["dashboard"], "--", "train", "-m", "seed=1,2", "trainer.epochs=2",
+                        "diagnostics=off"], env, tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "2 job(s) on Ray (hydra/launcher=ray)" in result.stdout and "2 runs" in result.stdout
+    _, found = runs(out)
+    assert sorted((r.data.params["seed"], r.info.status) for r in found) == [("1", "FINISHED"), ("2", "FINISHED")]
+    (a_start, a_end), (b_start, b_end) = [(r.info.start_time, r.info.end_time) for r in found]
+    assert max(a_start, b_start) < min(a_end, b_end)  # at the same time
+
+
 def test_a_worker_killed_mid_run_is_restarted_and_training_finishes(local_cluster, tmp_path):
     import signal
 

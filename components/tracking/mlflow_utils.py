@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 
 from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from components.engine.callbacks import Callback
@@ -108,7 +109,12 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | 
     marked as a model-training experiment so the UI opens on its runs."""
     exp = client.get_experiment_by_name(name)
     if exp is None:
-        return client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_KIND)
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_KIND)
+        except MlflowException:  # another process (a concurrent multirun job) created it first
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
     for key, value in EXPERIMENT_KIND.items():
         if key not in exp.tags:
             client.set_experiment_tag(exp.experiment_id, key, value)

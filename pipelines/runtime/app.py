@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 import functools
+import os
 from pathlib import Path
 import re
 import sys
@@ -164,12 +165,27 @@ def check_overrides(config_name: str, overrides: list[str]) -> None:
         raise UserError("config", f"cannot be composed ({' '.join(str(e).split())[:300]}).", "check the overrides against --cfg job.") from None
 
 
+def with_launcher(config_name: str, args: list[str]) -> list[str]:
+    """A multirun given a Ray address (`trainer.address=…` or RAY_ADDRESS, which a submitted job
+    has) runs its jobs concurrently on that Ray (`hydra/launcher=ray`) unless the command line
+    picks a launcher; raysitter's launcher is registered with Hydra here, explicitly."""
+    if not any(a in ("-m", "--multirun") for a in args):
+        return args
+    from hydra_plugins.raysitter_launcher.ray_launcher import register
+
+    register()
+    picked = any(a.lstrip("+").startswith(("hydra/launcher=", "hydra.launcher=")) for a in args)
+    address = os.environ.get("RAY_ADDRESS") or any(a.startswith("trainer.address=") and a != "trainer.address=null" for a in args)
+    if picked or not address or config_name not in ("train", "finetune"):  # jobs that are one Ray Train run each
+        return args
+    return [*args, "hydra/launcher=ray"]
+
+
 def hydra_app(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[..., Any]]:
     def decorate(task: Callable[[DictConfig], Any]) -> Callable[..., Any]:
         entered = False
 
-        @hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")
-        def hydra_task(cfg: DictConfig) -> Any:
+        def job(cfg: DictConfig) -> Any:
             nonlocal entered
             entered = True
             try:
@@ -185,10 +201,16 @@ def hydra_app(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Calla
                 multirun.job_failed(e)
                 return None
 
+        # where a launcher's process finds it again (MODULE.main.hydra_task); `python -m pipelines.train`
+        # runs the module as __main__, its real name is in the spec
+        main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        job.pipeline = main_spec.name if task.__module__ == "__main__" and main_spec else task.__module__
+        hydra_task = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(job)
+
         def run(argv: Sequence[str] | None = None, prog: str | None = None) -> Any:
             nonlocal entered
             entered = False
-            args = rewrite_group_overrides(list(sys.argv[1:] if argv is None else argv))
+            args = with_launcher(config_name, rewrite_group_overrides(list(sys.argv[1:] if argv is None else argv)))
             sys.argv = [prog or sys.argv[0], *args]
             if not any(a.startswith("-") for a in args):  # a plain run: Hydra's flags and -m keep their own handling
                 try:
@@ -207,6 +229,7 @@ def hydra_app(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Calla
             return result
 
         run.task = task  # the undecorated pipeline, for tests
+        run.hydra_task = job  # what a launcher runs per job (hydra/launcher=ray, in another process)
         return run
 
     return decorate

@@ -30,8 +30,12 @@ def job_failed(error: BaseException) -> None:
 
         traceback.print_exception(error)
         reason = f"{type(error).__name__}: {error}"
-    FAILED.append({"job": str(hc.job.num), "overrides": " ".join(hc.overrides.task), "reason": reason})
-    print(f"raysitter: multirun job {hc.job.num} ({' '.join(hc.overrides.task)}) {reason}; going on with the others", file=sys.stderr, flush=True)
+    record_failure(hc.job.num, list(hc.overrides.task), reason)
+
+
+def record_failure(num: int, overrides: list[str], reason: str) -> None:
+    FAILED.append({"job": str(num), "overrides": " ".join(overrides), "reason": reason})
+    print(f"raysitter: multirun job {num} ({' '.join(overrides)}) {reason}; going on with the others", file=sys.stderr, flush=True)
 
 
 def group_tags() -> dict[str, str]:
@@ -67,7 +71,7 @@ class MultirunSummary(Callback):
             m = run.data.metrics
             table.add_row(run.data.tags.get("raysitter.multirun.job", "?"), run.data.tags.get("hydra.overrides", ""), run.info.status,
                           f"{m['val/acc']:.4f}" if "val/acc" in m else "-", f"{m['test/acc']:.4f}" if "test/acc" in m else "-", run.info.run_id)
-        for job in FAILED:  # jobs refused before they opened a run
+        for job in sorted(FAILED, key=lambda j: int(j["job"])):  # jobs refused before they opened a run
             if job["job"] not in with_run:
                 table.add_row(job["job"], job["overrides"], job["reason"].upper() if " " not in job["reason"] else job["reason"], "-", "-", "-")
         Console(width=None if sys.stdout.isatty() else 150).print(table)

@@ -8,6 +8,7 @@ from pathlib import Path
 import signal
 import tempfile
 import threading
+import time
 from typing import Any
 
 import mlflow
@@ -24,12 +25,7 @@ class RunTracker:
     def __init__(self, config: dict[str, Any], run_name: str, tags: dict[str, str], resume_run_id: str | None = None) -> None:
         tracking = config["tracking"]
         self.uri = tracking["uri"]
-        artifact_root = None
-        if self.uri.startswith("sqlite:///"):  # keep artifacts beside the embedded store, not in ./mlruns
-            artifact_root = (Path(config["output_dir"]) / "mlartifacts").as_uri()
-            Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)  # the first run makes the store
-        self.client = MlflowClient(self.uri)
-        self.experiment_id = ensure_experiment(self.client, tracking["experiment"], artifact_root)
+        self.client, self.experiment_id = open_experiment(self.uri, tracking["experiment"], config["output_dir"])
         if resume_run_id:  # reopen a run an interrupted job left KILLED
             self.client.update_run(resume_run_id, status="RUNNING")
             self.run = self.client.get_run(resume_run_id)
@@ -90,6 +86,17 @@ class RunTracker:
         return f"{opener}{base}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
 
 
+def open_experiment(uri: str, experiment: str, output_dir: str) -> tuple[MlflowClient, str]:
+    """A client of the store and the experiment's id; the first run makes an embedded store,
+    its artifacts beside it (`OUTPUT_DIR/mlartifacts`, not ./mlruns)."""
+    artifact_root = None
+    if uri.startswith("sqlite:///"):
+        artifact_root = (Path(output_dir) / "mlartifacts").as_uri()
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(uri)
+    return client, ensure_experiment(client, experiment, artifact_root)
+
+
 @contextmanager
 def tracked_run(
     config: dict[str, Any], run_name: str, tags: dict[str, str], resume_run_id: str | None = None
@@ -133,4 +140,11 @@ def log_dataset(client: MlflowClient, run_id: str, config: dict[str, Any], name:
         source=json.dumps({"uri": data.get("root") or str(data.get("_target_", "?"))}),
         schema=None, profile=json.dumps({k: v for k, v in profile.items() if v is not None}),
     )
-    client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])])
+    for attempt in range(3):
+        try:
+            client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])])
+            return
+        except Exception:  # MLflow's SQL store checks, then inserts: concurrent jobs logging one dataset collide once
+            if attempt == 2:
+                raise
+            time.sleep(0.2 * (attempt + 1))

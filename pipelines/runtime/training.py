@@ -3,6 +3,7 @@ validate → name the run → open its MLflow run → Ray Train → log the resu
 command line's exits (1 failed or diverged, 130 interrupted) and the run's name and description."""
 from __future__ import annotations
 
+from dataclasses import replace
 import logging
 import re
 import sys
@@ -47,6 +48,9 @@ def run_name(config: dict[str, Any], choices: dict[str, Any], pipeline: str, ove
     else:
         parts = [pipeline, choices.get("model"), choices.get("model/activation"), choices.get("optimizer"), choices.get("data")]
     parts += key_overrides(overrides or [])
+    job = group_tags().get("raysitter.multirun.job") if HydraConfig.initialized() else None
+    if job is not None:  # jobs of one multirun start in the same second, several with the same key overrides
+        parts.append(f"job{job}")
     return "-".join(str(p) for p in parts if p) + time.strftime("-%Y%m%d-%H%M%S")
 
 
@@ -151,6 +155,8 @@ def train(cfg: DictConfig, pipeline: str = "train", adjust: Any = None) -> dict[
                 tracker.log_dataset(config, choices.get("data") or "data", run.sizes, run.num_classes)
                 tracker.log_model_summary(net)
                 context = context.tracked(tracker.run_id, tracker.uri)
+                if "raysitter.multirun.job" in tags and not context.label:  # concurrent jobs' epoch lines interleave
+                    context = replace(context, label=f"job{tags['raysitter.multirun.job']}")
                 key = resume.storage_key(name, tracker.run_id)
                 resume.save(config, context, name, key, tags, choices, run.overrides)
             metrics, checkpoint = fit_and_log(config, context, key, tracker, choices, tags, started)

@@ -276,14 +276,22 @@ def check_command(config_name: str, overrides: list[str]) -> None:
     job to a cluster. Raises UserError."""
     from hydra import compose
 
-    from pipelines.runtime import schema
-    from pipelines.runtime.app import check_overrides, declared_defaults, hydra_context, rewrite_group_overrides
+    from pipelines.runtime.app import check_overrides, hydra_context, rewrite_group_overrides
 
     overrides = rewrite_group_overrides(overrides)
     check_overrides(config_name, overrides)
     with hydra_context():
-        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+        check_composed(compose(config_name=config_name, overrides=overrides, return_hydra_config=True))
+
+
+def check_composed(cfg: DictConfig) -> None:
+    """`check_command` for a config Hydra has composed with its `hydra` node (a multirun job)."""
+    from pipelines.runtime import schema
+    from pipelines.runtime.app import declared_defaults
+
     choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    config_name = str(cfg.hydra.job.config_name)
+    cfg = cfg.copy()
     OmegaConf.set_struct(cfg, False)
     cfg.pop("hydra")
     schema.check(resolve(cfg), declared_defaults(config_name, choices))
