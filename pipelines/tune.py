@@ -255,6 +255,11 @@ def tune(cfg: DictConfig) -> dict:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     run = validate.prepare(cfg)
     config = run.config
+    if config["trainer"].get("storage_path"):
+        raise UserError("trainer.storage_path", "is set, but a sweep keeps its Tune experiment and trials under "
+                        "OUTPUT_DIR/ray_results (object storage for sweeps is not supported yet).",
+                        "leave trainer.storage_path unset for tune (on a cluster, put OUTPUT_DIR on a disk every node mounts); "
+                        "train the chosen configuration with raysitter train trainer.storage_path=… afterwards.")
     tags, choices = hydra_tags("tune")  # the same pipeline/overrides/command tags as train and check
     overrides = list(HydraConfig.get().overrides.task)
     state, state_path, resuming = sweep_state(config, choices, overrides, run.pins)

@@ -151,3 +151,40 @@ def mlflow_server(tmp_path_factory):
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
     log.close()
+
+
+@pytest.fixture(scope="session")
+def s3_store(tmp_path_factory):
+    """A real S3-compatible server (`moto_server` from moto[server]) on 127.0.0.1 with one bucket;
+    yields its endpoint, the bucket, a boto3 client and the AWS environment a client needs."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    import boto3
+
+    root = tmp_path_factory.mktemp("s3")
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log = open(root / "moto.log", "w")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(endpoint, timeout=2):
+                break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise RuntimeError(f"moto_server did not start: {(root / 'moto.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+    env = {"AWS_ACCESS_KEY_ID": "raysitter-test", "AWS_SECRET_ACCESS_KEY": "raysitter-test-secret",
+           "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    client.create_bucket(Bucket="raysitter")
+    yield {"endpoint": endpoint, "bucket": "raysitter", "client": client, "env": env}
+    proc.terminate()
+    proc.wait(timeout=30)

@@ -17,6 +17,11 @@ def test_aws_launcher_config_passes_rays_schema():
     assert config["head_node_type"] in config["available_node_types"]
     assert "--dashboard-host=127.0.0.1" in " ".join(config["head_start_ray_commands"])
     assert any("pip install -q -e ." in c for c in config["setup_commands"])
+    # object storage and one Ray token for every node (README: what a real cluster needs)
+    assert "--artifacts-destination s3://" in " ".join(config["head_start_ray_commands"])
+    assert all("IamInstanceProfile" in t["node_config"] for t in config["available_node_types"].values())
+    assert "/home/ubuntu/.ray/auth_token" in config["file_mounts"]
+    assert all("RAY_AUTH_MODE=token" in c for c in config["head_start_ray_commands"] + config["worker_start_ray_commands"] if "ray start" in c)
 
 
 def test_kuberay_manifests_parse_and_share_checkpoint_storage():
@@ -31,7 +36,14 @@ def test_kuberay_manifests_parse_and_share_checkpoint_storage():
     pods = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
     for pod in pods:
         assert pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
-    assert "pipelines.cli train" in kinds["RayJob"][0]["spec"]["entrypoint"]
+    job = kinds["RayJob"][0]["spec"]
+    assert "pipelines.cli train" in job["entrypoint"] and "trainer.storage_path=s3://" in job["entrypoint"]
+    job_pods = [job["rayClusterSpec"]["headGroupSpec"]["template"]] + [g["template"] for g in job["rayClusterSpec"]["workerGroupSpecs"]]
+    for pod in job_pods:  # S3 credentials and the Ray token from secrets, on every node
+        secrets = {ref["secretRef"]["name"] for ref in pod["spec"]["containers"][0]["envFrom"]}
+        assert secrets == {"raysitter-s3", "raysitter-ray-token"}
+    server = kinds["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]
+    assert "--artifacts-destination" in server["command"] and server["envFrom"][0]["secretRef"]["name"] == "raysitter-s3"
 
 
 def test_local_cluster_scripts_are_executable():

@@ -28,7 +28,7 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pipelines.runtime import multirun
-from pipelines.runtime.errors import UserError
+from pipelines.runtime.errors import UserError, report_and_exit
 
 # what a job's process needs from the launcher's environment (a worker started earlier, by
 # another command or `ray start`, does not have it)
@@ -102,10 +102,10 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
     setup_globals()
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     module = getattr(launcher.task_function, "pipeline", None)
-    if module is None or module == "__main__":
-        raise UserError("hydra/launcher", "is ray, which runs raysitter's pipelines by their module name, and this one has none "
-                        "(a script run by its path).", "run it as `raysitter train -m …` or `python -m pipelines.train -m …`, "
-                        "or pass hydra/launcher=basic.")
+    try:
+        check_settings(launcher, module)
+    except UserError as e:
+        report_and_exit(e)
 
     jobs: list[tuple[int, DictConfig, list[str]]] = []
     results: dict[int, JobReturn] = {}
@@ -167,6 +167,20 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
               f"how to resume it), {len(pending)} not started.", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
     return [results[initial_job_idx + i] for i in range(len(job_overrides))]
+
+
+def check_settings(launcher: Any, module: str | None) -> None:
+    if module is None or module == "__main__":
+        raise UserError("hydra/launcher", "is ray, which runs raysitter's pipelines by their module name, and this one has none "
+                        "(a script run by its path).", "run it as `raysitter train -m …` or `python -m pipelines.train -m …`, "
+                        "or pass hydra/launcher=basic.")
+    cap = launcher.max_concurrent
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        raise UserError("hydra.launcher.max_concurrent", f"must be a whole number ≥ 1 or null (got {cap!r}).",
+                        "pass e.g. hydra.launcher.max_concurrent=2, or null to fit as many jobs as the free resources allow.")
+    for key, value in (("job_cpus", launcher.job_cpus), ("drain_s", launcher.drain_s)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise UserError(f"hydra.launcher.{key}", f"must be a number ≥ 0 (got {value!r}).", f"pass e.g. hydra.launcher.{key}=0.")
 
 
 def collect(ref: Any, idx: int, sweep_config: DictConfig, overrides: list[str]) -> JobReturn:

@@ -5,7 +5,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 RAY_ENV = {
@@ -123,7 +122,10 @@ def make_trainer(config: dict[str, Any], context: Any, run_name: str, storage_pa
 
     from pipelines.runtime.worker import train_worker, worker_payload
 
+    from pipelines.runtime.storage import ray_storage
+
     t = config["trainer"]
+    storage, filesystem = (storage_path, None) if storage_path else ray_storage(config)
     return TorchTrainer(
         train_worker,
         train_loop_config=worker_payload(config, context),
@@ -134,7 +136,7 @@ def make_trainer(config: dict[str, Any], context: Any, run_name: str, storage_pa
         ),
         run_config=ray.train.RunConfig(
             name=run_name,
-            storage_path=storage_path or str(Path(config["output_dir"]) / "ray_results"),
+            storage_path=storage, storage_filesystem=filesystem,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=t["checkpoints_to_keep"]),
             failure_config=ray.train.FailureConfig(max_failures=t["max_failures"]),
             logging_config=ray.train.LoggingConfig(log_level=t.get("log_level", "WARNING")),

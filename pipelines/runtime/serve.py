@@ -39,6 +39,10 @@ def parser(prog: str, server: bool) -> argparse.ArgumentParser:
         p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: every interface; needs --allowed-hosts)")
         p.add_argument("--allowed-hosts", default=None, help="Host headers MLflow accepts besides localhost, e.g. head:5000,10.0.0.5:5000")
         p.add_argument("--workers", type=int, default=2)
+        p.add_argument("--artifacts-destination", default=None,
+                       help="where the server keeps artifacts: a folder (default OUTPUT_DIR/mlartifacts) or s3://BUCKET/PREFIX")
+        p.add_argument("--s3-endpoint", default=None,
+                       help="an S3-compatible store's URL for s3:// artifacts (default: $MLFLOW_S3_ENDPOINT_URL, $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL; none: AWS)")
     return p
 
 
@@ -79,9 +83,12 @@ def serve(argv: list[str] | None, prog: str, server: bool) -> int:
             file=sys.stderr,
         )
         return 2
+    destination, env = artifacts(getattr(args, "artifacts_destination", None), getattr(args, "s3_endpoint", None), output)
+    if destination is None:
+        return 2
     cmd = [
         sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(args.port),
-        "--backend-store-uri", uri, "--artifacts-destination", str(output / "mlartifacts"),
+        "--backend-store-uri", uri, "--artifacts-destination", destination,
     ]
     if server:
         cmd += ["--workers", str(args.workers)]
@@ -89,13 +96,14 @@ def serve(argv: list[str] | None, prog: str, server: bool) -> int:
             cmd += ["--allowed-hosts", args.allowed_hosts]
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     with stop_on_signals():
-        proc = subprocess.Popen(cmd, start_new_session=True)  # its own process group: the server and its workers
+        proc = subprocess.Popen(cmd, start_new_session=True, env=env)  # its own process group: the server and its workers
         try:
             if not answering(f"http://{shown}:{args.port}", proc):
                 print(f"raysitter: the MLflow server on port {args.port} did not start (exit code {proc.poll()}; its own "
                       "message is above).", file=sys.stderr, flush=True)
                 return 1
-            print(f"MLflow {'tracking server' if server else 'UI'} on http://{shown}:{args.port}  (store {redact(uri)}; Ctrl-C stops it)", flush=True)
+            print(f"MLflow {'tracking server' if server else 'UI'} on http://{shown}:{args.port}  (store {redact(uri)}, artifacts "
+                  f"{destination}; Ctrl-C stops it)", flush=True)
             if server:
                 print(f"jobs log to it with: export MLFLOW_TRACKING_URI=http://{shown if host in LOOPBACK else '<this-host>'}:{args.port}", flush=True)
             proc.wait()
@@ -105,6 +113,33 @@ def serve(argv: list[str] | None, prog: str, server: bool) -> int:
             return 0
         finally:
             stop_group(proc)
+
+
+def artifacts(destination: str | None, s3_endpoint: str | None, output: Path) -> tuple[str | None, dict[str, str]]:
+    """The server's artifact destination and environment: a folder (made absolute), or an S3
+    location whose bucket answers (the endpoint reaches MLflow's S3 client as
+    MLFLOW_S3_ENDPOINT_URL). (None, …) after printing why a destination is refused."""
+    from pipelines.runtime import storage
+    from pipelines.runtime.errors import UserError
+
+    env = dict(os.environ)
+    if not destination:
+        return str(output / "mlartifacts"), env
+    if not storage.is_remote(destination):
+        if "://" in destination:
+            print("raysitter: error in `--artifacts-destination`: only a folder or s3://BUCKET/PREFIX is supported here. "
+                  "Fix: pass one of those.", file=sys.stderr)
+            return None, env
+        return str(Path(destination).expanduser().resolve()), env
+    endpoint = s3_endpoint or os.environ.get("MLFLOW_S3_ENDPOINT_URL") or storage.endpoint({})
+    try:
+        storage.check_bucket("--artifacts-destination", destination, {"storage_endpoint": endpoint})
+    except UserError as e:
+        print(e.paragraph(), file=sys.stderr)
+        return None, env
+    if endpoint:
+        env["MLFLOW_S3_ENDPOINT_URL"] = endpoint
+    return destination.rstrip("/"), env
 
 
 class Stopped(Exception):

@@ -201,11 +201,15 @@ def fit_and_log(config: dict[str, Any], context: RunContext, key: str, tracker: 
         tracker.client.set_tag(tracker.run_id, "raysitter.outcome", "diverged")
         raise Diverged(f"diverged at epoch {int(metrics.get('epoch', 0))}: train/loss became {metrics.get('train/loss')}")
     record_outcome(tracker.client, tracker.run_id, metrics)
-    checkpoint = result.checkpoint.path if result.checkpoint else None
-    if checkpoint:
+    checkpoint = None
+    if result.checkpoint:
+        from pipelines.runtime.storage import is_remote, uri
+
+        checkpoint = uri(result.checkpoint.path, is_remote(config["trainer"].get("storage_path")))
         tracker.client.set_tag(tracker.run_id, "checkpoint", checkpoint)
-    if checkpoint and config["tracking"].get("log_model", True):
-        log_final_model(tracker, checkpoint)
+        if config["tracking"].get("log_model", True):
+            with result.checkpoint.as_directory() as local:  # downloaded from object storage when it is there
+                log_final_model(tracker, local)
     return metrics, checkpoint
 
 

@@ -233,6 +233,16 @@ def check_tracking(config: dict, must_exist: bool = False) -> None:
                         "train something first (raysitter train), or set RAYSITTER_OUTPUT_DIR / tracking.uri to the store your runs went to.")
 
 
+def check_storage(config: dict) -> None:
+    """`trainer.storage_path`: a folder made absolute, an S3 bucket that answers."""
+    from pipelines.runtime import storage
+
+    trainer = config["trainer"]
+    if trainer.get("storage_path") and "://" not in str(trainer["storage_path"]):
+        trainer["storage_path"] = absolute(trainer["storage_path"])
+    storage.check(config)
+
+
 def absolute(path: str) -> str:
     return str(Path(os.path.expanduser(str(path))).resolve())
 
@@ -311,7 +321,7 @@ class Prepared:
     num_classes: int | None = None
 
 
-PINNED = ("output_dir", "data.root", "tracking.uri", "trainer.use_gpu")  # what the checks may decide
+PINNED = ("output_dir", "data.root", "tracking.uri", "trainer.use_gpu", "trainer.storage_path")  # what the checks may decide
 
 
 def pin(key: str, value: Any) -> str:
@@ -355,6 +365,7 @@ def prepare(cfg: DictConfig, adjust: Callable[[dict], tuple[list[str], RunContex
     before = {key: get_dotted(draft, key) for key in PINNED}
     check_values(draft)
     draft["output_dir"] = absolute(draft["output_dir"])
+    check_storage(draft)
     check_numbers(draft)
     input_shape, num_classes = check_data(draft)
     sizes = check_splits(draft)

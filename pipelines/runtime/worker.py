@@ -79,7 +79,11 @@ class RaySession:
 
         if isinstance(self._resume.filesystem, pyarrow.fs.LocalFileSystem) and Path(self._resume.path).is_dir():
             return usable_checkpoint(self._resume.path)
-        return usable_checkpoint(self._resume.to_directory())
+        import tempfile
+
+        from pipelines.runtime.storage import download_checkpoints
+
+        return usable_checkpoint(download_checkpoints(self._resume, tempfile.mkdtemp(prefix="raysitter-resume-")))
 
 
 class TuneSession(LocalSession):

@@ -1,0 +1,130 @@
+"""Checkpoints and artifacts on object storage: a real S3-compatible server (moto_server) on
+127.0.0.1, Ray Train writing there through `trainer.storage_path=s3://…`, `raysitter server`
+keeping artifacts there."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import re
+import signal
+import subprocess
+import sys
+import time
+
+from mlflow.tracking import MlflowClient
+import pytest
+
+from tests.conftest import free_port, logged_epoch, wait_for_health
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+def keys(s3_store, prefix: str) -> list[str]:
+    pages = s3_store["client"].get_paginator("list_objects_v2").paginate(Bucket=s3_store["bucket"], Prefix=prefix)
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+def descendants(pid: int) -> list[int]:
+    seen, queue = [], [pid]
+    while queue:
+        p = queue.pop()
+        children = subprocess.run(["pgrep", "-P", str(p)], capture_output=True, text=True).stdout.split()
+        seen += [int(c) for c in children]
+        queue += [int(c) for c in children]
+    return seen
+
+
+def named(pids: list[int], name: str) -> list[int]:
+    found = []
+    for pid in pids:
+        try:
+            if name in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
+def wait_for(db: Path, epoch: int, proc: subprocess.Popen, timeout: float = 240) -> int:
+    deadline = time.time() + timeout
+    while logged_epoch(db) < epoch and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    return logged_epoch(db)
+
+
+def test_checkpoints_on_s3_survive_a_killed_worker_and_an_interrupted_driver(s3_store, tmp_path):
+    out = tmp_path / "outputs"
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env.update(s3_store["env"], RAYSITTER_OUTPUT_DIR=str(out), PYTHONUNBUFFERED="1")
+    epochs, where = 40, f"s3://{s3_store['bucket']}/checkpoints"
+    log = (tmp_path / "first.log").open("w")
+    first = subprocess.Popen([str(BIN / "raysitter"), "train", f"trainer.epochs={epochs}", f"trainer.storage_path={where}",
+                              "trainer.max_failures=1", "diagnostics=off"], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    at_kill = wait_for(out / "mlflow.db", 3, first)
+    (worker,) = named(descendants(first.pid), "RayTrainWorker")
+    os.kill(worker, signal.SIGKILL)  # Ray Train restarts the worker group from the checkpoint in S3
+    wait_for(out / "mlflow.db", at_kill + 3, first)
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=120) == 130
+    text = (tmp_path / "first.log").read_text()
+    assert re.search(r"resumed from \S+ at epoch \d+ \(restart 1\)", text), text[-3000:]
+    key = re.search(r"""raysitter train 'resume="(\S+)"'""", text).group(1)
+    stored = keys(s3_store, f"checkpoints/{key}/")
+    assert any("/checkpoint_" in k for k in stored), stored[:20]
+    assert not list(out.rglob("checkpoint_*")) and not list(out.rglob("*.safetensors"))  # nothing of them on the local disk
+    stopped_at = logged_epoch(out / "mlflow.db")
+
+    resumed = subprocess.run([str(BIN / "raysitter"), "train", f'resume="{key}"'], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    at = int(re.search(r"resumed from \S+ at epoch (\d+)", resumed.stdout).group(1))
+    assert stopped_at - 1 <= at <= stopped_at + 1
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("raysitter").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.metrics["epoch"] == epochs
+    assert run.data.tags["checkpoint"].startswith(f"{where}/{key}/checkpoint_")
+    models = client.search_logged_models([run.info.experiment_id])
+    assert run.info.run_id in {m.source_run_id for m in models}  # the final model, built from the checkpoint read back from S3
+    assert not list(out.rglob("checkpoint_*"))
+
+
+def test_a_missing_bucket_is_refused_before_ray_starts(s3_store, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env.update(s3_store["env"], RAYSITTER_OUTPUT_DIR=str(tmp_path / "outputs"))
+    started = time.monotonic()
+    refused = subprocess.run([str(BIN / "raysitter"), "train", "trainer.storage_path=s3://no-such-bucket/x"], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "trainer.storage_path" in refused.stderr and "no-such-bucket" in refused.stderr
+    assert "Traceback" not in refused.stderr and time.monotonic() - started < 30
+    assert not (tmp_path / "outputs" / "mlflow.db").exists()
+
+
+def test_server_keeps_artifacts_on_s3_and_serves_a_zoo_round_trip(s3_store, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env.update(s3_store["env"])
+    port = free_port()
+    server_log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen([str(BIN / "raysitter"), "server", "--port", str(port), "--output-dir", str(tmp_path / "server"),
+                               "--artifacts-destination", f"s3://{s3_store['bucket']}/mlartifacts"],
+                              env=env, cwd=tmp_path, stdout=server_log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_health(url, server, lambda: (tmp_path / "server.log").read_text(), "raysitter server")
+        job = tmp_path / "job"
+        job.mkdir()
+        trained = subprocess.run([str(BIN / "raysitter"), "train", "trainer.epochs=2", "diagnostics=off", f"tracking.uri={url}",
+                                  "tracking.register_as=s3digits"], env={**env, "RAYSITTER_OUTPUT_DIR": str(job / "outputs")},
+                                 cwd=job, capture_output=True, text=True, timeout=600)
+        assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
+        assert "zoo          s3digits/1" in trained.stdout
+        assert any(k.endswith("bundle.json") for k in keys(s3_store, "mlartifacts/"))  # the artifacts went to S3
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        pulled = subprocess.run([str(BIN / "raysitter"), "zoo", "pull", "s3digits/1", "--dest", "model"],
+                                env={**env, "MLFLOW_TRACKING_URI": url}, cwd=elsewhere, capture_output=True, text=True, timeout=300)
+        assert pulled.returncode == 0, pulled.stdout[-2000:] + pulled.stderr[-2000:]
+        assert (elsewhere / "model" / "bundle.json").exists() and list((elsewhere / "model").glob("*.safetensors"))
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
