@@ -12,6 +12,7 @@ import sys
 import time
 
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 import pytest
 
 from tests.conftest import free_port, logged_epoch, wait_for_health
@@ -87,6 +88,31 @@ def test_checkpoints_on_s3_survive_a_killed_worker_and_an_interrupted_driver(s3_
     models = client.search_logged_models([run.info.experiment_id])
     assert run.info.run_id in {m.source_run_id for m in models}  # the final model, built from the checkpoint read back from S3
     assert not list(out.rglob("checkpoint_*"))
+
+
+def test_a_corrupt_latest_checkpoint_in_s3_is_skipped_for_the_previous_one(s3_store, compose_train, tmp_path, monkeypatch, capsys):
+    import pyarrow.fs
+    import ray.train
+
+    from pipelines.runtime import storage
+    from pipelines.runtime.worker import LocalSession, readable_checkpoint, run_training
+
+    for k, v in s3_store["env"].items():
+        monkeypatch.setenv(k, v)
+    config = OmegaConf.to_container(compose_train(["trainer.epochs=2", "diagnostics=off"]), resolve=True)
+    session = LocalSession(checkpoint_root=str(tmp_path / "local"))
+    run_training(config, session)
+    fs = storage.filesystem({})
+    run = f"{s3_store['bucket']}/corrupt-run"
+    for epoch, local in enumerate(sorted((tmp_path / "local").iterdir()), start=1):  # as Ray names them, oldest first
+        pyarrow.fs.copy_files(str(local), f"{run}/checkpoint_2026-11-30_12-00-0{epoch}.000000",
+                              source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=fs)
+    latest = f"{run}/checkpoint_2026-11-30_12-00-02.000000"
+    with fs.open_output_stream(f"{latest}/train_state.pt") as f:  # cut short, as by a node lost mid-upload
+        f.write(b"\x80\x02half")
+    chosen = readable_checkpoint(ray.train.Checkpoint(latest, filesystem=fs))
+    assert chosen.endswith("checkpoint_2026-11-30_12-00-01.000000")
+    assert "skipping a corrupt checkpoint" in capsys.readouterr().out
 
 
 def test_a_missing_bucket_is_refused_before_ray_starts(s3_store, tmp_path):

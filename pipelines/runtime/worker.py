@@ -70,20 +70,22 @@ class RaySession:
         ray.train.report(metrics, checkpoint=checkpoint)
 
     def checkpoint_to_resume(self) -> str | None:
-        """Ray's latest checkpoint, or the newest readable one before it when it is corrupt.
-        Checkpoints on a filesystem this worker can list (local or shared storage) are read in
-        place; others (cloud storage) are downloaded and must read back whole."""
-        if self._resume is None:
-            return None
-        import pyarrow.fs
+        return None if self._resume is None else readable_checkpoint(self._resume)
 
-        if isinstance(self._resume.filesystem, pyarrow.fs.LocalFileSystem) and Path(self._resume.path).is_dir():
-            return usable_checkpoint(self._resume.path)
-        import tempfile
 
-        from pipelines.runtime.storage import download_checkpoints
+def readable_checkpoint(checkpoint: Any) -> str:
+    """Ray's latest checkpoint (a `ray.train.Checkpoint`), or the newest readable one kept
+    before it when it is corrupt. Checkpoints on a filesystem this worker can list (local or
+    shared storage) are read in place; on object storage the kept ones are downloaded first."""
+    import pyarrow.fs
 
-        return usable_checkpoint(download_checkpoints(self._resume, tempfile.mkdtemp(prefix="raysitter-resume-")))
+    if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem) and Path(checkpoint.path).is_dir():
+        return usable_checkpoint(checkpoint.path)
+    import tempfile
+
+    from pipelines.runtime.storage import download_checkpoints
+
+    return usable_checkpoint(download_checkpoints(checkpoint, tempfile.mkdtemp(prefix="raysitter-resume-")))
 
 
 class TuneSession(LocalSession):
