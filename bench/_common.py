@@ -74,7 +74,7 @@ def compose(overrides: list[str], config_name: str = "train") -> dict[str, Any]:
 
 
 def clean_env(output_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "RAY_ADDRESS": "local"}  # a Ray of its own
     env.update(RAYSITTER_OUTPUT_DIR=str(output_dir), PYTHONUNBUFFERED="1")
     return env
 

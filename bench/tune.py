@@ -14,11 +14,20 @@ From the MLflow trial runs:
     python bench/tune.py [--trials 32] [--epochs 16] [--concurrent 2] [--grace 1] [--reduction 2]
 
 Last line: `ratio: X` = compute without early stopping ÷ compute with ASHA.
+
+    python bench/tune.py --default-sweep [--repeats 3]
+
+The default sweep instead (`raysitter tune`: search=lr_wd, two stages, ASHA, the default trial
+backend), its wall time against the ideal: per stage, first trial start → last trial's last
+report, summed, against Σ of the trials' own times (start → last report) ÷ the concurrency the
+config allows (search.max_concurrent, or fewer when the CPUs hold fewer trials). Medians of
+`--repeats` runs. Last line: `ratio: X` = wall ÷ ideal (target ≤ 1.3).
 """
 from __future__ import annotations
 
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from _common import BIN, arguments, clean_env, table
@@ -53,8 +62,51 @@ def sweep(scheduler: str, args) -> dict:
             "trial phase s": wall, "ideal s": ideal, "wall / ideal": wall / ideal}
 
 
+def default_sweep() -> dict:
+    import os
+
+    from mlflow.tracking import MlflowClient
+
+    from _common import compose
+
+    search = compose([], "tune")["search"]
+    per_trial = search["trial_cpus"] + search["worker_cpus"]  # a one-worker trial runs as a function trial (auto)
+    allowed = max(1, min(search["max_concurrent"], int((os.cpu_count() or 1) / per_trial + 1e-9)))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "outputs"
+        started = time.time()
+        proc = subprocess.run([str(BIN / "raysitter"), "tune", "sweep_name=bench-default"], env=clean_env(out), cwd=tmp,
+                              capture_output=True, text=True, timeout=3600)
+        total = time.time() - started
+        if proc.returncode != 0:
+            raise SystemExit(f"raysitter tune failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+        client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+        runs = client.search_runs([client.get_experiment_by_name("raysitter-tune").experiment_id])
+        trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") and r.data.tags.get("stage")]
+        ends = {r.info.run_id: max((m.timestamp for m in client.get_metric_history(r.info.run_id, "epoch")), default=r.info.start_time)
+                for r in trials}
+        wall = 0.0
+        for stage in sorted({r.data.tags["stage"] for r in trials}):
+            members = [r for r in trials if r.data.tags["stage"] == stage]
+            wall += (max(ends[r.info.run_id] for r in members) - min(r.info.start_time for r in members)) / 1000
+        busy = sum((ends[r.info.run_id] - r.info.start_time) / 1000 for r in trials)
+    return {"trials": len(trials), "concurrency allowed": allowed, "command s": total, "trial phases s": wall,
+            "ideal s": busy / allowed, "wall / ideal": wall / (busy / allowed), "mean trial s": busy / len(trials),
+            "best val/acc": max(r.data.metrics.get("val/acc", 0.0) for r in trials)}
+
+
 def main() -> None:
-    args = arguments(__doc__, trials=32, epochs=16, concurrent=2, grace=1, reduction=2)
+    import statistics
+
+    args = arguments(__doc__, ("default-sweep",), trials=32, epochs=16, concurrent=2, grace=1, reduction=2, repeats=3)
+    if args.default_sweep:
+        rows = []
+        for i in range(args.repeats):
+            rows.append(default_sweep())
+            print(f"repeat {i + 1}/{args.repeats}: wall / ideal {rows[-1]['wall / ideal']:.2f}", flush=True)
+        print(table(rows))
+        print(f"ratio: {statistics.median(r['wall / ideal'] for r in rows):.2f}")
+        return
     rows = [sweep("none", args), sweep("asha", args)]
     full, asha = rows
     print(table(rows))

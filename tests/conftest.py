@@ -85,13 +85,14 @@ def fake_imagefolder(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One local Ray for every test that needs it, with raysitter's environment."""
+    """One local Ray for every test that needs it, with raysitter's environment: the session's
+    own (address "local"), never a Ray that happens to run on this machine."""
     import ray
 
     from pipelines.runtime.ray_runner import init_ray
 
     os.environ.pop("RAY_ADDRESS", None)
-    init_ray({"report_interval_s": 0.1})
+    init_ray({"report_interval_s": 0.1, "address": "local"})
     yield ray
     ray.shutdown()
 

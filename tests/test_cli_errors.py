@@ -207,7 +207,7 @@ CONSOLE = [
 
 @pytest.mark.parametrize("args,key", CONSOLE, ids=[" ".join(a) for a, _ in CONSOLE])
 def test_the_console_script_refuses_with_one_paragraph(args, key, tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "RAY_ADDRESS": "local"}  # a Ray of its own
     env.update(RAYSITTER_OUTPUT_DIR=str(tmp_path / "out"), RAY_TMPDIR=str(tmp_path / "ray"))
     proc = subprocess.run([RAYSITTER, *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert proc.returncode == 2

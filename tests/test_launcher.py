@@ -46,7 +46,7 @@ def test_ray_launcher_runs_jobs_concurrently_and_a_job_failing_in_its_worker_lea
     good, bad = image_folder(tmp_path / "good"), image_folder(tmp_path / "bad", broken=True)
     out, elsewhere = tmp_path / "outputs", tmp_path / "elsewhere"
     elsewhere.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "RAY_ADDRESS": "local"}  # a Ray of its own
     env["RAYSITTER_OUTPUT_DIR"] = str(out)
     result = subprocess.run(
         [str(BIN / "raysitter"), "train", "-m", "data=imagefolder", f"data.root={good},{bad}", "data.image_size=[8,8]",

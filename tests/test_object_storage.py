@@ -56,7 +56,7 @@ def wait_for(db: Path, epoch: int, proc: subprocess.Popen, timeout: float = 240)
 
 def test_checkpoints_on_s3_survive_a_killed_worker_and_an_interrupted_driver(s3_store, tmp_path):
     out = tmp_path / "outputs"
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "RAY_ADDRESS": "local"}  # a Ray of its own
     env.update(s3_store["env"], RAYSITTER_OUTPUT_DIR=str(out), PYTHONUNBUFFERED="1")
     epochs, where = 40, f"s3://{s3_store['bucket']}/checkpoints"
     log = (tmp_path / "first.log").open("w")
@@ -116,7 +116,7 @@ def test_a_corrupt_latest_checkpoint_in_s3_is_skipped_for_the_previous_one(s3_st
 
 
 def test_a_missing_bucket_is_refused_before_ray_starts(s3_store, tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "RAY_ADDRESS": "local"}  # a Ray of its own
     env.update(s3_store["env"], RAYSITTER_OUTPUT_DIR=str(tmp_path / "outputs"))
     started = time.monotonic()
     refused = subprocess.run([str(BIN / "raysitter"), "train", "trainer.storage_path=s3://no-such-bucket/x"], env=env, cwd=tmp_path,
@@ -127,7 +127,7 @@ def test_a_missing_bucket_is_refused_before_ray_starts(s3_store, tmp_path):
 
 
 def test_server_keeps_artifacts_on_s3_and_serves_a_zoo_round_trip(s3_store, tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "RAY_ADDRESS": "local"}  # a Ray of its own
     env.update(s3_store["env"])
     port = free_port()
     server_log = (tmp_path / "server.log").open("w")

@@ -21,7 +21,7 @@ BIN = Path(sys.executable).parent
 
 def test_sigterm_marks_the_run_killed_and_resume_continues_it(tmp_path):
     out = tmp_path / "outputs"
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "RAY_ADDRESS": "local"}  # a Ray of its own
     env.update(RAYSITTER_OUTPUT_DIR=str(out), PYTHONUNBUFFERED="1")
     epochs = 40
     log = (tmp_path / "first.log").open("w")

@@ -107,7 +107,7 @@ def running_runs(db: Path) -> int:
 def test_ctrl_c_leaves_no_run_running_and_the_sweep_resumes_every_trial_exactly_once(tmp_path):
     out = tmp_path / "outputs"
     env = {**os.environ, "RAYSITTER_OUTPUT_DIR": str(out), "PYTHONUNBUFFERED": "1"}
-    env.pop("RAY_ADDRESS", None)
+    env["RAY_ADDRESS"] = "local"  # a Ray of its own, whatever runs on this machine
     env.pop("MLFLOW_TRACKING_URI", None)
     exe = str(Path(sys.executable).parent / "raysitter")
     args = [exe, "tune", "search=smoke", "sweep_name=killme", "preflight=false"]

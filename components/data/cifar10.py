@@ -5,24 +5,27 @@ from pathlib import Path
 import pickle
 
 import torch
-from torchvision.datasets import CIFAR10
 
 from components.data.base import check_fractions, DataNotFoundError, Split, Splits, split_indices
 
 _FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
 
 
-class _LocalCIFAR10(CIFAR10):
-    """torchvision's reader, checking that the files exist rather than their MD5 sums
-    (so small locally generated files in the same format load too)."""
+def local_cifar10(root: str, train: bool) -> object:
+    """torchvision's reader, checking that the files exist rather than their MD5 sums (so small
+    locally generated files in the same format load too); torchvision is imported here (~1 s)."""
+    from torchvision.datasets import CIFAR10
 
-    def _check_integrity(self) -> bool:
-        return all((Path(self.root) / self.base_folder / f).is_file() for f in _FILES)
+    class LocalCIFAR10(CIFAR10):
+        def _check_integrity(self) -> bool:
+            return all((Path(self.root) / self.base_folder / f).is_file() for f in _FILES)
 
-    def _load_meta(self) -> None:
-        with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as f:
-            self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
-        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+        def _load_meta(self) -> None:
+            with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as f:
+                self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
+            self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+
+    return LocalCIFAR10(root, train=train, download=False)
 
 
 class CIFAR10Source:
@@ -51,8 +54,8 @@ class CIFAR10Source:
         return (3, 32, 32), 10
 
     def load(self, seed: int) -> Splits:
-        train = _LocalCIFAR10(str(self.root), train=True, download=False)
-        test = _LocalCIFAR10(str(self.root), train=False, download=False)
+        train = local_cifar10(str(self.root), train=True)
+        test = local_cifar10(str(self.root), train=False)
         to_tensor = lambda ds: Split(  # noqa: E731  (HWC uint8 → CHW uint8)
             torch.as_tensor(ds.data).permute(0, 3, 1, 2).contiguous(), torch.as_tensor(ds.targets, dtype=torch.int64)
         )

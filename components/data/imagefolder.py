@@ -6,8 +6,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from torchvision.datasets import ImageFolder
-from torchvision.transforms import v2
 
 from components.data.files import ImageFiles
 from components.data.base import check_fractions, DataNotFoundError, Splits, split_arrays
@@ -81,6 +79,9 @@ class ImageFolderSource:
         return (self.channels, *self.image_size), len(classes)  # type: ignore[return-value]
 
     def load(self, seed: int) -> Splits:
+        from torchvision.datasets import ImageFolder  # imported when used (~1 s)
+        from torchvision.transforms import v2
+
         transform = v2.Compose(
             [
                 v2.PILToTensor(),

@@ -5,7 +5,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torchvision.ops import StochasticDepth
 
 from components.model.layers import ActivationFactory, dense_block, expansion
 
@@ -35,6 +34,8 @@ class BasicBlock(nn.Module):
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_c != out_c:
             self.shortcut = nn.Sequential(nn.Conv2d(in_c, out_c, 1, stride=stride, bias=not batch_norm), _norm(out_c, batch_norm))
+        from torchvision.ops import StochasticDepth  # here: torchvision costs ~1 s to import, most runs need none of it
+
         self.drop = StochasticDepth(drop_prob, mode="row")
         self.out_act = activation() if k == 1 else nn.Identity()
 

@@ -175,7 +175,8 @@ def with_launcher(config_name: str, args: list[str]) -> list[str]:
 
     register()
     picked = any(a.lstrip("+").startswith(("hydra/launcher=", "hydra.launcher=")) for a in args)
-    address = os.environ.get("RAY_ADDRESS") or any(a.startswith("trainer.address=") and a != "trainer.address=null" for a in args)
+    address = (os.environ.get("RAY_ADDRESS") or "local") != "local" or any(
+        a.startswith("trainer.address=") and a not in ("trainer.address=null", "trainer.address=local") for a in args)
     if picked or not address or config_name not in ("train", "finetune"):  # jobs that are one Ray Train run each
         return args
     return [*args, "hydra/launcher=ray"]

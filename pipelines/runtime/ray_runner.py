@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 RAY_ENV = {
@@ -57,15 +58,64 @@ def job_env_vars() -> dict[str, str]:
         return {}
 
 
+def running_local_ray() -> tuple[str, str] | None:
+    """(address, what started it) of a Ray running on this machine that raysitter may join: the
+    cluster of cluster/local/start.sh, else the head of the last `ray start --head` (Ray's record
+    in /tmp/ray/ray_current_cluster). A record whose address does not answer (a head stopped with
+    a signal leaves it behind) is passed over: joining it would wait on a dead address."""
+    import socket
+
+    candidates = []
+    local = Path(os.environ.get("RAYSITTER_CLUSTER_DIR", "/tmp/raysitter-cluster")) / "head.address"
+    if local.is_file():
+        candidates.append((local.read_text().strip(), "cluster/local/start.sh"))
+    try:
+        from ray._private.utils import read_ray_address
+
+        recorded = read_ray_address()
+    except Exception:  # Ray's private helper moved or the record is unreadable: nothing to join
+        recorded = None
+    if recorded:
+        candidates.append((recorded, "ray start --head"))
+    for address, source in candidates:
+        host, _, port = address.rpartition(":")
+        try:
+            with socket.create_connection((host or "127.0.0.1", int(port)), timeout=1):
+                return address, source
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def resolve_address(trainer: dict[str, Any]) -> str:
+    """`trainer.address` (RAY_ADDRESS) as given; unset: a running local Ray, said so, else
+    "local" (Ray's word for a new instance of this process's own)."""
+    address = trainer.get("address") or None
+    if address is not None:
+        return str(address)
+    found = running_local_ray()
+    if found is None:
+        return "local"
+    print(f"raysitter: using the running local Ray at {found[0]} (started by {found[1]}); trainer.address=local "
+          "(or RAY_ADDRESS=local) starts one of this command's own", flush=True)
+    # Ray's clients present the head's token (~/.ray/auth_token) only when told to
+    from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
+
+    quiet_token_notice()
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    return found[0]
+
+
 def init_ray(trainer: dict[str, Any]) -> None:
-    """Joins `trainer.address` (or RAY_ADDRESS) when set, else starts a quiet local Ray."""
+    """Joins `trainer.address` (or RAY_ADDRESS) when set, else a running local Ray (said so),
+    else starts a quiet local Ray of its own."""
     import ray
 
     env = ray_env(trainer)
     os.environ.update(env)  # a local Ray's processes inherit the driver's environment
     if ray.is_initialized():
         return
-    address = trainer.get("address") or None
+    address = resolve_address(trainer)
     # Inside a submitted job, Ray refuses a ray.init runtime_env that repeats a key of the job's
     # own; the job's values (what `raysitter submit` set) win.
     taken = job_env_vars()
@@ -76,7 +126,7 @@ def init_ray(trainer: dict[str, Any]) -> None:
         logging_level=logging.WARNING,
         log_to_driver=True,
     )
-    if address is None:
+    if address == "local":
         kwargs["include_dashboard"] = True
         kwargs["dashboard_host"] = "127.0.0.1"
         # Ray Train's state lookups (its placement-group cleaner) find "the" local Ray by scanning

@@ -148,7 +148,7 @@ SPEC: dict[str, Any] = {
     "trainer.resources_per_worker.CPU": Number(1, gt=0),
     "trainer.resources_per_worker.GPU": Number(1, ge=0),
     "trainer.placement_strategy": OneOf(("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")),
-    "trainer.address": Text("127.0.0.1:6379", optional=True, what="a Ray address (host:port, ray://host:10001 or auto)"),
+    "trainer.address": Text("127.0.0.1:6379", optional=True, what="a Ray address (host:port, ray://host:10001, auto or local)"),
     "trainer.storage_path": Text("s3://bucket/prefix", optional=True, what="a folder or s3://BUCKET/PREFIX"),
     "trainer.storage_endpoint": Text("http://127.0.0.1:9000", re.compile(r"^https?://[^/\s]+/?$"), optional=True,
                                      what="an S3 endpoint URL (http://HOST:PORT or https://HOST)"),

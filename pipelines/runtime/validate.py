@@ -67,7 +67,7 @@ def check_numbers(config: dict) -> None:
             "pass trainer.num_workers=1 with this optimizer (L-BFGS suits small, full-batch problems), or choose a first-order optimizer.",
         )
     require(config, "trainer.precision", t.get("precision", "fp32") in ("fp32", "bf16"), "must be fp32 or bf16", "pass trainer.precision=bf16 (GPU) or fp32.")
-    if t["use_gpu"] and not t.get("address") and not torch.cuda.is_available():
+    if t["use_gpu"] and t.get("address") in (None, "", "local") and not torch.cuda.is_available():
         print("raysitter: trainer.use_gpu=true but this machine has no CUDA GPU (and no trainer.address of a cluster "
               "with GPUs was given): running on the CPU instead, with gloo; bf16 and channels_last apply only on a GPU, "
               "so results equal a CPU run's.", file=sys.stderr, flush=True)
