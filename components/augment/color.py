@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
 
 
 def _factor(n: int, amount: float, device: torch.device) -> torch.Tensor:
@@ -57,4 +58,4 @@ class ColorJitter(nn.Module):
         rot = torch.zeros(n, 3, 3, device=dev, dtype=dtype)
         rot[:, 0, 0] = 1
         rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
-        return torch.linalg.inv(to_yiq) @ rot @ to_yiq  # (n, 3, 3) on RGB
+        return _YIQ_TO_RGB.to(dev, dtype) @ rot @ to_yiq  # (n, 3, 3) on RGB

@@ -1,4 +1,10 @@
-"""Flip, crop and affine warps (rotate, translate, stretch, shear), one draw per image."""
+"""Flip, crop and affine warps (rotate, translate, stretch, shear), one draw per image.
+
+Each op alone is exact (a flip mirrors, a crop copies pixels). Every op also gives its draw as a
+sampling matrix (`sampling(n, shape, device)`: output coordinates → input coordinates, in
+`F.affine_grid`'s normalised [-1, 1] coordinates, as (n, 3, 3)), so a run of them composes into
+one matrix per image and the batch is resampled once (`resample`), whatever the number of ops:
+that is what `Compose` and `RandomSubset` do with two or more geometric ops in a row."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -13,8 +19,34 @@ def _uniform(n: int, low: float, high: float, device: torch.device) -> torch.Ten
     return torch.empty(n, device=device).uniform_(low, high)
 
 
+def identity(n: int, device: torch.device) -> torch.Tensor:
+    return torch.eye(3, device=device).expand(n, 3, 3).clone()
+
+
+def sampling_grid(sampling: torch.Tensor, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+    """`F.affine_grid(sampling[:, :2], shape, align_corners=False)`, computed as two
+    multiply-adds per pixel (affine_grid's batched matmul with an inner size of 3 took 3× longer)."""
+    n, h, w = shape[0], shape[-2], shape[-1]
+    device = sampling.device
+    xs = ((torch.arange(w, device=device, dtype=dtype) * 2 + 1) / w - 1).view(1, 1, w)
+    ys = ((torch.arange(h, device=device, dtype=dtype) * 2 + 1) / h - 1).view(1, h, 1)
+    t = sampling[:, :2].to(dtype).reshape(n, 6, 1, 1)
+    gx = torch.addcmul(torch.addcmul(t[:, 2], t[:, 0], xs), t[:, 1], ys)
+    gy = torch.addcmul(torch.addcmul(t[:, 5], t[:, 3], xs), t[:, 4], ys)
+    return torch.stack([gx, gy], dim=-1)
+
+
+def resample(x: torch.Tensor, sampling: torch.Tensor, fill: str = "zeros") -> torch.Tensor:
+    """One bilinear resample of the batch through per-image (n, 3, 3) sampling matrices.
+    Pixel centres that land on pixel centres (flips, whole-pixel shifts) copy exactly."""
+    grid = sampling_grid(sampling, x.shape, x.dtype)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode=fill, align_corners=False)
+
+
 class HorizontalFlip(nn.Module):
     """Mirrors each image left↔right with probability p. Not for digits or text."""
+
+    fill = None  # samples only inside the image: any padding mode will do when composed
 
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
@@ -24,14 +56,30 @@ class HorizontalFlip(nn.Module):
         flip = torch.rand(x.shape[0], device=x.device) < self.p
         return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
 
+    def sampling(self, n: int, shape: Sequence[int], device: torch.device) -> torch.Tensor:
+        out = identity(n, device)
+        out[:, 0, 0] = torch.where(torch.rand(n, device=device) < self.p, -1.0, 1.0)
+        return out
+
 
 class RandomCrop(nn.Module):
     """Pads by `padding` pixels (reflect) and crops back to the original size at a random
     offset per image: an integer translation by up to ±padding pixels."""
 
+    fill = "reflection"  # composed: pixels shifted in from outside mirror the image about its edge
+
     def __init__(self, padding: int = 4) -> None:
         super().__init__()
         self.padding = padding
+
+    def sampling(self, n: int, shape: Sequence[int], device: torch.device) -> torch.Tensor:
+        """The same draw as `forward` (a whole-pixel shift by −p…p on each axis) as a matrix."""
+        h, w = shape[-2:]
+        p = self.padding
+        out = identity(n, device)
+        out[:, 0, 2] = 2 * (torch.randint(0, 2 * p + 1, (n,), device=device) - p) / w
+        out[:, 1, 2] = 2 * (torch.randint(0, 2 * p + 1, (n,), device=device) - p) / h
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
@@ -87,7 +135,10 @@ class RandomAffine(nn.Module):
         inverse = torch.linalg.inv(forward)
         return torch.cat([inverse, -(inverse @ shift.unsqueeze(-1))], dim=-1)
 
+    def sampling(self, n: int, shape: Sequence[int], device: torch.device) -> torch.Tensor:
+        out = identity(n, device)
+        out[:, :2] = self.matrices(n, device)
+        return out
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        theta = self.matrices(x.shape[0], x.device).to(x.dtype)
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode=self.fill, align_corners=False)
+        return resample(x, self.sampling(x.shape[0], x.shape, x.device), self.fill)

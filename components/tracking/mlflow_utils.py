@@ -104,6 +104,20 @@ def scoped_tracking_uri(uri: str) -> Iterator[None]:
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
+def set_tag(client: MlflowClient, run_id: str, key: str, value: str, attempts: int = 4) -> None:
+    """`client.set_tag` for a tag another process may set at the same moment (a sweep closing a
+    trial that its own process is closing too): MLflow's SQL store reads, then inserts, and the
+    loser of that race gets a UNIQUE constraint error; a retry finds the row and updates it."""
+    for attempt in range(attempts):
+        try:
+            client.set_tag(run_id, key, value)
+            return
+        except MlflowException as e:
+            if attempt == attempts - 1 or "UNIQUE constraint" not in str(e):
+                raise
+            time.sleep(0.1 * (attempt + 1))
+
+
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
     """The experiment's id, creating it (with `artifact_location`, for local stores) if needed,
     marked as a model-training experiment so the UI opens on its runs."""

@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from components.search import Dist, grid_values, has_dotted, parse_space, sample
 from components.tracking import environment_tags, flatten
+from components.tracking.mlflow_utils import set_tag
 from pipelines.runtime.errors import UserError
 from pipelines.runtime.tracking import PROJECT_DIR, log_dataset
 
@@ -160,7 +161,7 @@ def run_trial(params: dict[str, Any], stage: dict[str, Any]) -> None:
                                   callbacks=[TuneReportCallback()]).fit()
             metrics = result.metrics or client.get_run(run_id).data.metrics
         if metrics.get("diverged"):
-            client.set_tag(run_id, "raysitter.outcome", "diverged")
+            set_tag(client, run_id, "raysitter.outcome", "diverged")
             client.set_terminated(run_id, "FAILED")
         else:
             from pipelines.runtime.training import record_outcome
@@ -173,7 +174,7 @@ def run_trial(params: dict[str, Any], stage: dict[str, Any]) -> None:
             raise
         # Tune stops a trial by exiting its report call: at the last epoch or by the scheduler
         done = client.get_run(run_id).data.metrics.get("epoch", 0) >= config["trainer"]["epochs"]
-        client.set_tag(run_id, "raysitter.outcome", "completed" if done else "early_stopped")
+        set_tag(client, run_id, "raysitter.outcome", "completed" if done else "early_stopped")
         client.set_terminated(run_id, "FINISHED" if done else "KILLED")
         raise
     except BaseException:
@@ -212,10 +213,10 @@ def close_orphans(
     cut_short = 0
     for run in orphans:
         if epochs is not None and run.data.metrics.get("epoch", 0) >= epochs:
-            client.set_tag(run.info.run_id, "raysitter.outcome", "completed")
+            set_tag(client, run.info.run_id, "raysitter.outcome", "completed")
             client.set_terminated(run.info.run_id, "FINISHED")
             continue
-        client.set_tag(run.info.run_id, "raysitter.outcome", outcome)
+        set_tag(client, run.info.run_id, "raysitter.outcome", outcome)
         client.set_terminated(run.info.run_id, status)
         cut_short += 1
     return cut_short

@@ -216,9 +216,11 @@ def fit_and_log(config: dict[str, Any], context: RunContext, key: str, tracker: 
 def record_outcome(client: Any, run_id: str, metrics: dict[str, float]) -> None:
     """A run early stopping ended: `raysitter.outcome=early_stopped` and the epoch
     (`raysitter.stopped_epoch`); it still ends FINISHED, with its bundle and plots."""
-    if metrics.get("stopped_early"):
-        client.set_tag(run_id, "raysitter.outcome", "early_stopped")
-        client.set_tag(run_id, "raysitter.stopped_epoch", str(int(metrics.get("epoch", 0))))
+    from components.tracking.mlflow_utils import set_tag
+
+    if metrics.get("stopped_early"):  # a sweep's trial: the sweep may be closing the same run's tags
+        set_tag(client, run_id, "raysitter.outcome", "early_stopped")
+        set_tag(client, run_id, "raysitter.stopped_epoch", str(int(metrics.get("epoch", 0))))
         print(f"early stopping: {int(metrics.get('epoch', 0))} epochs trained (no improvement for its patience)", flush=True)
 
 
