@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
 
 
 def _factor(n: int, amount: float, device: torch.device) -> torch.Tensor:
@@ -36,26 +35,34 @@ class ColorJitter(nn.Module):
             return (x * (k * b) + (1 - k) * b * x.mean(dim=(1, 2, 3), keepdim=True)).clamp(0, 1)
         # RGB: brightness, contrast, saturation and hue are all linear in the pixel, so they fold
         # into one 3×3 matrix and one offset per image, applied in a single pass over the pixels.
-        eye = torch.eye(3, device=dev, dtype=x.dtype).expand(n, 3, 3)
-        matrix = eye
+        # Both saturation and hue keep grey grey (matrix · 1 = 1), so the offset is one number.
+        eye, luma, hue0, hue_cos, hue_sin = _constants(dev, x.dtype)
+        matrix = eye.expand(n, 3, 3)
         if self.saturation:  # lerp towards the luma: s·I + (1 − s)·1·wᵀ
-            s = _factor(n, self.saturation, dev).view(n, 1, 1)
-            luma = _RGB_TO_YIQ[0].to(dev, x.dtype).expand(n, 3, 3)
-            matrix = s * eye + (1 - s) * luma
-        if self.hue:
-            matrix = self._hue_matrix(n, dev, x.dtype) @ matrix
-        scale = (k * b).view(n, 1, 1) * matrix
-        offset = ((1 - k) * b).view(n, 1) * (matrix @ torch.ones(n, 3, 1, device=dev, dtype=x.dtype)).view(n, 3)
-        mean = x.mean(dim=(1, 2, 3))
-        out = torch.einsum("nij,njhw->nihw", scale, x) + (offset * mean.view(n, 1)).view(n, 3, 1, 1)
+            s = _factor(n, self.saturation, dev).view(n, 1, 1).to(x.dtype)
+            matrix = torch.lerp(luma, eye, s)
+        if self.hue:  # rotate the chroma plane (I, Q of YIQ): YIQ⁻¹ · R(θ) · YIQ = A0 + cos θ·A1 + sin θ·A2
+            angle = torch.empty(n, device=dev).uniform_(-self.hue, self.hue) * 2 * math.pi
+            rotation = torch.addcmul(torch.addcmul(hue0, angle.cos().view(n, 1, 1).to(x.dtype), hue_cos),
+                                     angle.sin().view(n, 1, 1).to(x.dtype), hue_sin)
+            matrix = rotation @ matrix
+        scale = (k * b).view(n, 1, 1).to(x.dtype) * matrix
+        offset = ((1 - k) * b).view(n).to(x.dtype) * x.mean(dim=(1, 2, 3))
+        out = torch.einsum("nij,njhw->nihw", scale, x) + offset.view(n, 1, 1, 1)
         return out.clamp_(0, 1)
 
-    def _hue_matrix(self, n: int, dev: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """Per image: rotate the chroma plane (I, Q of YIQ) by up to ±hue of a full turn."""
-        to_yiq = _RGB_TO_YIQ.to(dev, dtype)
-        angle = torch.empty(n, device=dev).uniform_(-self.hue, self.hue) * 2 * math.pi
-        cos, sin = torch.cos(angle).to(dtype), torch.sin(angle).to(dtype)
-        rot = torch.zeros(n, 3, 3, device=dev, dtype=dtype)
-        rot[:, 0, 0] = 1
-        rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
-        return _YIQ_TO_RGB.to(dev, dtype) @ rot @ to_yiq  # (n, 3, 3) on RGB
+
+_CONSTANTS: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, ...]] = {}
+
+
+def _constants(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """I, the luma matrix 1·wᵀ, and A0, A1, A2 of the hue rotation, once per device and dtype."""
+    key = (torch.device(device), dtype)
+    if key not in _CONSTANTS:
+        to_yiq, to_rgb = _RGB_TO_YIQ.double(), torch.linalg.inv(_RGB_TO_YIQ.double())
+        parts = [torch.diag(torch.tensor([1.0, 0, 0], dtype=torch.float64)), torch.diag(torch.tensor([0, 1.0, 1.0], dtype=torch.float64)),
+                 torch.tensor([[0, 0, 0], [0, 0, -1.0], [0, 1.0, 0]], dtype=torch.float64)]
+        hue = [to_rgb @ part @ to_yiq for part in parts]
+        luma = _RGB_TO_YIQ[0].double().expand(3, 3)
+        _CONSTANTS[key] = tuple(t.to(device, dtype) for t in (torch.eye(3, dtype=torch.float64), luma, *hue))
+    return _CONSTANTS[key]
