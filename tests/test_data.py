@@ -20,6 +20,17 @@ def test_digits_splits_are_deterministic_disjoint_and_complete():
     assert 0.0 <= float(a.train.x.min()) and float(a.train.x.max()) <= 1.0
 
 
+def test_digits_are_read_from_scikit_learns_file_exactly_as_load_digits_reads_them():
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from components.data.digits import digits_arrays
+
+    images, target = digits_arrays()
+    bunch = load_digits()
+    assert images.shape == (1797, 8, 8) and np.array_equal(images, bunch.images) and np.array_equal(target, bunch.target)
+
+
 def test_digits_class_subset_is_relabelled():
     s = DigitsSource(classes=[5, 6, 7, 8, 9]).load(seed=0)
     assert s.classes == ["5", "6", "7", "8", "9"]
