@@ -97,6 +97,26 @@ def ray_session():
     ray.shutdown()
 
 
+def processes_named(roots: list[int], name: str) -> list[int]:
+    """PIDs among `roots` and every process below them whose command line contains `name`."""
+    import subprocess
+
+    seen, queue = set(), list(roots)
+    while queue:
+        pid = queue.pop()
+        if pid not in seen:
+            seen.add(pid)
+            queue += [int(c) for c in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()]
+    found = []
+    for pid in seen:
+        try:
+            if name in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
 def free_port() -> int:
     import socket
 

@@ -10,7 +10,7 @@ import sys
 from mlflow.tracking import MlflowClient
 import pytest
 
-from tests.conftest import free_port, logged_epoch
+from tests.conftest import free_port, logged_epoch, processes_named
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,20 +89,7 @@ def cluster_processes(folder: Path, name: str, node: str = "") -> list[int]:
     """PIDs of processes below this cluster's nodes (or one: "head", "node2") whose command line
     contains `name`."""
     roots = subprocess.run(["pgrep", "-f", f"{folder}/{node}"], capture_output=True, text=True).stdout.split()
-    seen, queue = set(), [int(p) for p in roots]
-    while queue:
-        pid = queue.pop()
-        if pid not in seen:
-            seen.add(pid)
-            queue += [int(c) for c in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()]
-    found = []
-    for pid in seen:
-        try:
-            if name in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
-                found.append(pid)
-        except OSError:
-            pass
-    return found
+    return processes_named([int(p) for p in roots], name)
 
 
 def wait_for_epoch(db: Path, epoch: int, timeout: float = 300) -> int:

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 import pytest
 
-from tests.conftest import free_port, logged_epoch, wait_for_health
+from tests.conftest import free_port, logged_epoch, processes_named, wait_for_health
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -24,27 +24,6 @@ BIN = Path(sys.executable).parent
 def keys(s3_store, prefix: str) -> list[str]:
     pages = s3_store["client"].get_paginator("list_objects_v2").paginate(Bucket=s3_store["bucket"], Prefix=prefix)
     return [o["Key"] for page in pages for o in page.get("Contents", [])]
-
-
-def descendants(pid: int) -> list[int]:
-    seen, queue = [], [pid]
-    while queue:
-        p = queue.pop()
-        children = subprocess.run(["pgrep", "-P", str(p)], capture_output=True, text=True).stdout.split()
-        seen += [int(c) for c in children]
-        queue += [int(c) for c in children]
-    return seen
-
-
-def named(pids: list[int], name: str) -> list[int]:
-    found = []
-    for pid in pids:
-        try:
-            if name in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
-                found.append(pid)
-        except OSError:
-            pass
-    return found
 
 
 def wait_for(db: Path, epoch: int, proc: subprocess.Popen, timeout: float = 240) -> int:
@@ -63,7 +42,7 @@ def test_checkpoints_on_s3_survive_a_killed_worker_and_an_interrupted_driver(s3_
     first = subprocess.Popen([str(BIN / "raysitter"), "train", f"trainer.epochs={epochs}", f"trainer.storage_path={where}",
                               "trainer.max_failures=1", "diagnostics=off"], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
     at_kill = wait_for(out / "mlflow.db", 3, first)
-    (worker,) = named(descendants(first.pid), "RayTrainWorker")
+    (worker,) = processes_named([first.pid], "RayTrainWorker")
     os.kill(worker, signal.SIGKILL)  # Ray Train restarts the worker group from the checkpoint in S3
     wait_for(out / "mlflow.db", at_kill + 3, first)
     first.send_signal(signal.SIGTERM)

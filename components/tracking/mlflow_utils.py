@@ -1,7 +1,7 @@
 """MLflow glue that needs no config: URIs, reachability, tags, flattening, epoch logging."""
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from importlib import metadata
 import os
@@ -104,18 +104,23 @@ def scoped_tracking_uri(uri: str) -> Iterator[None]:
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
-def set_tag(client: MlflowClient, run_id: str, key: str, value: str, attempts: int = 4) -> None:
-    """`client.set_tag` for a tag another process may set at the same moment (a sweep closing a
-    trial that its own process is closing too): MLflow's SQL store reads, then inserts, and the
-    loser of that race gets a UNIQUE constraint error; a retry finds the row and updates it."""
+def racing_insert(write: Callable[[], Any], attempts: int = 4) -> Any:
+    """`write()` where another process may write the same row at the same moment (concurrent
+    multirun jobs logging one dataset, a sweep closing a trial its own process is closing):
+    MLflow's SQL store reads, then inserts, and the loser of that race gets a UNIQUE constraint
+    error; a retry finds the row. Any other error is raised at once."""
     for attempt in range(attempts):
         try:
-            client.set_tag(run_id, key, value)
-            return
+            return write()
         except MlflowException as e:
             if attempt == attempts - 1 or "UNIQUE constraint" not in str(e):
                 raise
             time.sleep(0.1 * (attempt + 1))
+
+
+def set_tag(client: MlflowClient, run_id: str, key: str, value: str) -> None:
+    """`client.set_tag` for a tag another process may set at the same moment."""
+    racing_insert(lambda: client.set_tag(run_id, key, value))
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:

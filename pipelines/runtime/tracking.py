@@ -8,7 +8,6 @@ from pathlib import Path
 import signal
 import tempfile
 import threading
-import time
 from typing import Any
 
 import mlflow
@@ -140,11 +139,6 @@ def log_dataset(client: MlflowClient, run_id: str, config: dict[str, Any], name:
         source=json.dumps({"uri": data.get("root") or str(data.get("_target_", "?"))}),
         schema=None, profile=json.dumps({k: v for k, v in profile.items() if v is not None}),
     )
-    for attempt in range(3):
-        try:
-            client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])])
-            return
-        except Exception:  # MLflow's SQL store checks, then inserts: concurrent jobs logging one dataset collide once
-            if attempt == 2:
-                raise
-            time.sleep(0.2 * (attempt + 1))
+    from components.tracking.mlflow_utils import racing_insert
+
+    racing_insert(lambda: client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])]))
