@@ -38,14 +38,30 @@ elif [ -z "${pids// /}" ]; then
   rm -f "$DIR/head.address" "$DIR/dashboard.address"
   exit 0
 fi
-kill -TERM $pids 2>/dev/null
-for _ in $(seq 1 30); do
-  alive=""
-  for p in $pids; do kill -0 "$p" 2>/dev/null && alive="$alive $p"; done
-  [ -z "$alive" ] && break
-  sleep 0.5
+is_named() { grep -q -- "$2" "/proc/$1/cmdline" 2>/dev/null; }
+stop_all() {  # SIGTERM, up to 10 s to exit, then SIGKILL
+  [ -z "${*// /}" ] && return 0
+  kill -TERM "$@" 2>/dev/null
+  local alive p
+  for _ in $(seq 1 20); do
+    alive=""
+    for p in "$@"; do kill -0 "$p" 2>/dev/null && alive="$alive $p"; done
+    [ -z "$alive" ] && return 0
+    sleep 0.5
+  done
+  kill -KILL $alive 2>/dev/null
+}
+# In Ray's own order (`ray stop`): raylets first, then the rest, the GCS last; signalled all at
+# once, the raylets and the GCS wait on each other for seconds.
+raylets="" gcs="" rest=""
+for p in $pids; do
+  if is_named "$p" "ray/raylet/raylet"; then raylets="$raylets $p"
+  elif is_named "$p" "gcs_server"; then gcs="$gcs $p"
+  else rest="$rest $p"; fi
 done
-[ -n "${alive:-}" ] && kill -KILL $alive 2>/dev/null
+stop_all $raylets
+stop_all $rest
+stop_all $gcs
 if [ "$WHICH" = node2 ]; then
   echo "stopped the second node of the local cluster ($DIR); the head keeps running"
   exit 0
