@@ -136,10 +136,11 @@ def init_ray(trainer: dict[str, Any]) -> None:
         # redirect a later Job Submission client, which prefers it to the address it is given)
         kwargs["dashboard_port"] = free_port()
         own["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{kwargs['dashboard_port']}"
-        if not ray_logs_wanted():
-            # Train's preemption watcher follows node drains (spot instances); one machine has
-            # none, and creating the watcher makes the core print an error-level note about it
-            own.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    if (address == "local" or not trainer.get("address")) and not ray_logs_wanted():
+        # A Ray on this machine (its own, or a running local one found): Train's preemption
+        # watcher follows node drains (spot instances), which it has none of, and creating the
+        # watcher makes the core print an error-level note about it
+        own.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     kwargs["runtime_env"] = {"env_vars": own} if own else None
     quiet_token_notice()
     with own_sigterm_handler():
