@@ -97,6 +97,14 @@ def ray_session():
     ray.shutdown()
 
 
+@pytest.fixture
+def joined_ray(ray_session) -> dict[str, str]:
+    """The environment for a `raysitter` subprocess that joins the session's Ray (as a user's
+    command joins a running Ray given RAY_ADDRESS) instead of starting one of its own: ≈ 8 s
+    less per command. Tests that signal a command's own Ray (Ctrl-C, SIGTERM) do not use it."""
+    return {"RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+
+
 def processes_named(roots: list[int], name: str) -> list[int]:
     """PIDs among `roots` and every process below them whose command line contains `name`."""
     import subprocess

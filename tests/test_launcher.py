@@ -42,11 +42,11 @@ def image_folder(root: Path, broken: bool = False) -> Path:
 
 
 @pytest.mark.slow
-def test_ray_launcher_runs_jobs_concurrently_and_a_job_failing_in_its_worker_leaves_the_others(tmp_path):
+def test_ray_launcher_runs_jobs_concurrently_and_a_job_failing_in_its_worker_leaves_the_others(tmp_path, joined_ray):
     good, bad = image_folder(tmp_path / "good"), image_folder(tmp_path / "bad", broken=True)
     out, elsewhere = tmp_path / "outputs", tmp_path / "elsewhere"
     elsewhere.mkdir()
-    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "RAY_ADDRESS": "local"}  # a Ray of its own
+    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, **joined_ray}  # the session's Ray (2 CPUs)
     env["RAYSITTER_OUTPUT_DIR"] = str(out)
     result = subprocess.run(
         [str(BIN / "raysitter"), "train", "-m", "data=imagefolder", f"data.root={good},{bad}", "data.image_size=[8,8]",

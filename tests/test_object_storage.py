@@ -33,7 +33,7 @@ def wait_for(db: Path, epoch: int, proc: subprocess.Popen, timeout: float = 240)
     return logged_epoch(db)
 
 
-def test_checkpoints_on_s3_survive_a_killed_worker_and_an_interrupted_driver(s3_store, tmp_path):
+def test_checkpoints_on_s3_survive_a_killed_worker_and_an_interrupted_driver(s3_store, tmp_path, joined_ray):
     out = tmp_path / "outputs"
     env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "RAY_ADDRESS": "local"}  # a Ray of its own
     env.update(s3_store["env"], RAYSITTER_OUTPUT_DIR=str(out), PYTHONUNBUFFERED="1")
@@ -55,7 +55,7 @@ def test_checkpoints_on_s3_survive_a_killed_worker_and_an_interrupted_driver(s3_
     assert not list(out.rglob("checkpoint_*")) and not list(out.rglob("*.safetensors"))  # nothing of them on the local disk
     stopped_at = logged_epoch(out / "mlflow.db")
 
-    resumed = subprocess.run([str(BIN / "raysitter"), "train", f'resume="{key}"'], env=env, cwd=tmp_path,
+    resumed = subprocess.run([str(BIN / "raysitter"), "train", f'resume="{key}"'], env={**env, **joined_ray}, cwd=tmp_path,  # another Ray
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     at = int(re.search(r"resumed from \S+ at epoch (\d+)", resumed.stdout).group(1))
@@ -105,7 +105,7 @@ def test_a_missing_bucket_is_refused_before_ray_starts(s3_store, tmp_path):
     assert not (tmp_path / "outputs" / "mlflow.db").exists()
 
 
-def test_server_keeps_artifacts_on_s3_and_serves_a_zoo_round_trip(s3_store, tmp_path):
+def test_server_keeps_artifacts_on_s3_and_serves_a_zoo_round_trip(s3_store, tmp_path, joined_ray):
     env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "RAY_ADDRESS": "local"}  # a Ray of its own
     env.update(s3_store["env"])
     port = free_port()
@@ -119,7 +119,7 @@ def test_server_keeps_artifacts_on_s3_and_serves_a_zoo_round_trip(s3_store, tmp_
         job = tmp_path / "job"
         job.mkdir()
         trained = subprocess.run([str(BIN / "raysitter"), "train", "trainer.epochs=2", "diagnostics=off", f"tracking.uri={url}",
-                                  "tracking.register_as=s3digits"], env={**env, "RAYSITTER_OUTPUT_DIR": str(job / "outputs")},
+                                  "tracking.register_as=s3digits"], env={**env, **joined_ray, "RAYSITTER_OUTPUT_DIR": str(job / "outputs")},
                                  cwd=job, capture_output=True, text=True, timeout=600)
         assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
         assert "zoo          s3digits/1" in trained.stdout

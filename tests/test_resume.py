@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 
 
-def test_sigterm_marks_the_run_killed_and_resume_continues_it(tmp_path):
+def test_sigterm_marks_the_run_killed_and_resume_continues_it(tmp_path, joined_ray):
     out = tmp_path / "outputs"
     env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "RAY_ADDRESS": "local"}  # a Ray of its own
     env.update(RAYSITTER_OUTPUT_DIR=str(out), PYTHONUNBUFFERED="1")
@@ -53,8 +53,8 @@ def test_sigterm_marks_the_run_killed_and_resume_continues_it(tmp_path):
                              env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert unknown.returncode == 2 and key in unknown.stderr.replace("\n", " ")  # the known runs are offered
 
-    resumed = subprocess.run([str(BIN / "raysitter"), "train", resume],
-                             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run([str(BIN / "raysitter"), "train", resume],  # on the session's Ray: resuming needs no Ray of its own
+                             env={**env, **joined_ray}, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     at = int(re.search(r"resumed from \S+ at epoch (\d+) \(restart 1\)", resumed.stdout).group(1))
     assert stopped_at - 1 <= at <= stopped_at + 1  # at most the epoch in progress is redone

@@ -104,7 +104,7 @@ def running_runs(db: Path) -> int:
         return con.execute("select count(*) from runs where status = 'RUNNING'").fetchone()[0]
 
 
-def test_ctrl_c_leaves_no_run_running_and_the_sweep_resumes_every_trial_exactly_once(tmp_path):
+def test_ctrl_c_leaves_no_run_running_and_the_sweep_resumes_every_trial_exactly_once(tmp_path, joined_ray):
     out = tmp_path / "outputs"
     env = {**os.environ, "RAYSITTER_OUTPUT_DIR": str(out), "PYTHONUNBUFFERED": "1"}
     env["RAY_ADDRESS"] = "local"  # a Ray of its own, whatever runs on this machine
@@ -134,7 +134,7 @@ def test_ctrl_c_leaves_no_run_running_and_the_sweep_resumes_every_trial_exactly_
     assert finished_trials(out / "mlflow.db") < 6, "the sweep must be interrupted mid-way"
     assert running_runs(out / "mlflow.db") == 0, "an interrupted sweep leaves no MLflow run RUNNING"
     client = client_for(out)
-    resumed = subprocess.run([exe, "tune", "resume=killme"], env=env, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run([exe, "tune", "resume=killme"], env={**env, **joined_ray}, capture_output=True, text=True, timeout=600)  # another Ray
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming sweep killme" in resumed.stdout
     exp = client.get_experiment_by_name("raysitter-tune")
