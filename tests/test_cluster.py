@@ -97,7 +97,7 @@ def restarted_on_head(folder: Path, db: Path, timeout: float = 300) -> list[int]
     raise AssertionError(f"no restart on the head within {timeout} s (workers there: {workers})")
 
 
-def assert_resumed_and_finished(local_cluster, env, tmp_path, out, job: str, failures: list[int], epochs: int) -> MlflowClient:
+def assert_resumed_and_finished(local_cluster, env, tmp_path, out, job: str, failures: list[int], epochs: int) -> None:
     """The job's log says it resumed once per failure (at most the epoch in progress lost each
     time) and trained to the end; its one MLflow run holds every epoch and the restarts."""
     import re
@@ -114,7 +114,6 @@ def assert_resumed_and_finished(local_cluster, env, tmp_path, out, job: str, fai
     steps = {m.step for m in client.get_metric_history(run.info.run_id, "val/acc")}
     assert steps == set(range(1, epochs + 1))  # every epoch is in the history
     assert run.data.metrics["val/acc"] > 0.95  # an uninterrupted run of this length: ≈ 0.97
-    return client
 
 
 def test_a_submitted_multirun_runs_its_jobs_concurrently_on_the_cluster(local_cluster, tmp_path):
@@ -186,7 +185,7 @@ def test_a_two_worker_job_spreads_survives_a_lost_node_and_a_killed_worker_and_l
         at_kill = logged_epoch(db)
         assert at_loss <= at_kill < epochs
         os.kill(victims[-1], signal.SIGKILL)
-        client = assert_resumed_and_finished(local_cluster, env, tmp_path, out, "survivor", [at_loss, at_kill], epochs)
+        assert_resumed_and_finished(local_cluster, env, tmp_path, out, "survivor", [at_loss, at_kill], epochs)
     finally:
         rejoined = subprocess.run([str(ROOT / "cluster/local/start.sh"), "node2"], env=env, capture_output=True, text=True, timeout=120)
     assert rejoined.returncode == 0 and "joined" in rejoined.stdout, rejoined.stderr
