@@ -24,15 +24,14 @@ if not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("RAYSITTER_REQUIRE_BRO
 
 
 def start_ui(output_dir: Path) -> tuple[subprocess.Popen, str]:
+    """`raysitter ui` on a free port, not yet waited for (it starts while the run trains)."""
     port = free_port()
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "raysitter"), "ui", "--port", str(port), "--output-dir", str(output_dir)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
     )
-    url = f"http://127.0.0.1:{port}"
-    wait_for_health(url, proc, lambda: proc.stdout.read(), "raysitter ui")
-    return proc, url
+    return proc, f"http://127.0.0.1:{port}"
 
 
 class Browser:
@@ -109,17 +108,20 @@ class Browser:
 def test_run_pages_show_the_run_its_metrics_and_artifacts(ray_session, output_dir, tmp_path):
     from pipelines import train
 
-    train.main(["trainer.epochs=3", "augment=translate", "optimizer.lr=0.002", "tracking.run_name=browser-test-run"], prog="raysitter train")
     client = MlflowClient(f"sqlite:///{output_dir / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("raysitter")
-    run = client.search_runs([experiment.experiment_id])[0]
-    assert run.data.tags["mlflow.note.content"].count("raysitter train") == 1  # the description holds the command
-
-    shots = Path(os.environ.get("RAYSITTER_SCREENSHOTS", tmp_path / "shots"))
-    shots.mkdir(parents=True, exist_ok=True)
-    proc, url = start_ui(output_dir)
-    browser = Browser(shots)
+    client.search_experiments()  # the store exists (and is migrated) before the UI and the run open it
+    proc, url = start_ui(output_dir)  # starts while the run trains, as a user's open UI watches a run
+    browser = None
     try:
+        train.main(["trainer.epochs=3", "augment=translate", "optimizer.lr=0.002", "tracking.run_name=browser-test-run"], prog="raysitter train")
+        experiment = client.get_experiment_by_name("raysitter")
+        run = client.search_runs([experiment.experiment_id])[0]
+        assert run.data.tags["mlflow.note.content"].count("raysitter train") == 1  # the description holds the command
+        wait_for_health(url, proc, lambda: proc.stdout.read(), "raysitter ui")
+
+        shots = Path(os.environ.get("RAYSITTER_SCREENSHOTS", tmp_path / "shots"))
+        shots.mkdir(parents=True, exist_ok=True)
+        browser = Browser(shots)
         base = f"{url}/#/experiments/{experiment.experiment_id}"
         browser.open(f"{base}/runs", "browser-test-run")  # the experiment's run list
         browser.quiet()
@@ -141,7 +143,8 @@ def test_run_pages_show_the_run_its_metrics_and_artifacts(ray_session, output_di
         browser.wait_for_image()  # the preview pane draws the PNG
         browser.shot("artifacts")
     finally:
-        browser.close()
+        if browser is not None:
+            browser.close()
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
         try:
             out, _ = proc.communicate(timeout=30)
