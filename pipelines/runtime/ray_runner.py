@@ -138,8 +138,9 @@ def init_ray(trainer: dict[str, Any]) -> None:
         own["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{kwargs['dashboard_port']}"
     if (address == "local" or not trainer.get("address")) and not ray_logs_wanted():
         # A Ray on this machine (its own, or a running local one found): Train's preemption
-        # watcher follows node drains (spot instances), which it has none of, and creating the
-        # watcher makes the core print an error-level note about it
+        # watcher follows node drains (spot instances), and creating it makes the core print an
+        # error-level note about it. Should a found head have spot nodes joined, a drained one is
+        # handled as a lost node (restarted from the checkpoint, trainer.max_failures).
         own.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     kwargs["runtime_env"] = {"env_vars": own} if own else None
     quiet_token_notice()
