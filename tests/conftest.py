@@ -52,16 +52,32 @@ def write_fake_cifar(root: Path, n_train_per_batch: int = 20, n_test: int = 20, 
     return root
 
 
-def logged_epoch(db: Path) -> int:
-    """The last epoch a run in this embedded MLflow store has logged (0 before any), read
-    without writing: a reader must not race the writer's schema migration."""
+def logged_metric(db: Path, key: str) -> float:
+    """The largest value a run in this embedded MLflow store has logged for `key` (0 before any),
+    read without writing: a reader must not race the writer's schema migration."""
     import sqlite3
 
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-            return int(conn.execute("select max(step) from metrics where key = 'epoch'").fetchone()[0] or 0)
+            return float(conn.execute("select max(value) from metrics where key = ?", (key,)).fetchone()[0] or 0)
     except (sqlite3.Error, TypeError):
-        return 0
+        return 0.0
+
+
+def logged_epoch(db: Path) -> int:
+    """The last epoch a run in this store has logged (0 before any; the `epoch` metric's value is its step)."""
+    return int(logged_metric(db, "epoch"))
+
+
+def wait_for_epoch(db: Path, epoch: int, proc=None, timeout: float = 300) -> int:
+    """Waits until a run in this store has logged `epoch` (or `proc` has exited, or `timeout`
+    seconds have passed); returns the last epoch logged."""
+    import time
+
+    deadline = time.time() + timeout
+    while logged_epoch(db) < epoch and time.time() < deadline and (proc is None or proc.poll() is None):
+        time.sleep(0.2)
+    return logged_epoch(db)
 
 
 @pytest.fixture

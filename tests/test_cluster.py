@@ -10,7 +10,7 @@ import sys
 from mlflow.tracking import MlflowClient
 import pytest
 
-from tests.conftest import free_port, logged_epoch, processes_named
+from tests.conftest import free_port, logged_epoch, logged_metric, processes_named, wait_for_epoch
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,30 +68,15 @@ def cluster_processes(folder: Path, name: str, node: str = "") -> list[int]:
     return processes_named([int(p) for p in roots], name)
 
 
-def wait_for_epoch(db: Path, epoch: int, timeout: float = 300) -> int:
-    import time
-
-    deadline = time.time() + timeout
-    while logged_epoch(db) < epoch and time.time() < deadline:
-        time.sleep(0.5)
-    return logged_epoch(db)
-
-
 def restarted_on_head(folder: Path, db: Path, timeout: float = 300) -> list[int]:
     """The PIDs of the two training workers on the head once the run has logged its first
     restart (the workers log it after loading the checkpoint)."""
-    import sqlite3
     import time
 
     deadline = time.time() + timeout
     while time.time() < deadline:
-        try:
-            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-                restarts = conn.execute("select max(value) from metrics where key = 'restarts'").fetchone()[0] or 0
-        except sqlite3.Error:
-            restarts = 0
         workers = cluster_processes(folder, "RayTrainWorker", "head/")
-        if restarts >= 1 and len(workers) == 2:
+        if logged_metric(db, "restarts") >= 1 and len(workers) == 2:
             return workers
         time.sleep(0.5)
     raise AssertionError(f"no restart on the head within {timeout} s (workers there: {workers})")

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 import pytest
 
-from tests.conftest import free_port, logged_epoch, processes_named, wait_for_health
+from tests.conftest import free_port, logged_epoch, processes_named, wait_for_epoch, wait_for_health
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -26,13 +26,6 @@ def keys(s3_store, prefix: str) -> list[str]:
     return [o["Key"] for page in pages for o in page.get("Contents", [])]
 
 
-def wait_for(db: Path, epoch: int, proc: subprocess.Popen, timeout: float = 240) -> int:
-    deadline = time.time() + timeout
-    while logged_epoch(db) < epoch and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    return logged_epoch(db)
-
-
 def test_checkpoints_on_s3_survive_a_killed_worker_and_an_interrupted_driver(s3_store, tmp_path, joined_ray):
     out = tmp_path / "outputs"
     env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "RAY_ADDRESS": "local"}  # a Ray of its own
@@ -41,10 +34,10 @@ def test_checkpoints_on_s3_survive_a_killed_worker_and_an_interrupted_driver(s3_
     log = (tmp_path / "first.log").open("w")
     first = subprocess.Popen([str(BIN / "raysitter"), "train", f"trainer.epochs={epochs}", f"trainer.storage_path={where}",
                               "trainer.max_failures=1", "diagnostics=off"], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
-    at_kill = wait_for(out / "mlflow.db", 3, first)
+    at_kill = wait_for_epoch(out / "mlflow.db", 3, first, timeout=240)
     (worker,) = processes_named([first.pid], "RayTrainWorker")
     os.kill(worker, signal.SIGKILL)  # Ray Train restarts the worker group from the checkpoint in S3
-    wait_for(out / "mlflow.db", at_kill + 3, first)
+    wait_for_epoch(out / "mlflow.db", at_kill + 3, first, timeout=240)
     first.send_signal(signal.SIGTERM)
     assert first.wait(timeout=120) == 130
     text = (tmp_path / "first.log").read_text()
@@ -106,8 +99,7 @@ def test_a_missing_bucket_is_refused_before_ray_starts(s3_store, tmp_path):
 
 
 def test_server_keeps_artifacts_on_s3_and_serves_a_zoo_round_trip(s3_store, tmp_path, joined_ray):
-    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "RAY_ADDRESS": "local"}  # a Ray of its own
-    env.update(s3_store["env"])
+    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, **s3_store["env"]}
     port = free_port()
     server_log = (tmp_path / "server.log").open("w")
     server = subprocess.Popen([str(BIN / "raysitter"), "server", "--port", str(port), "--output-dir", str(tmp_path / "server"),

@@ -8,12 +8,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 from mlflow.tracking import MlflowClient
 import pytest
 
-from tests.conftest import logged_epoch
+from tests.conftest import logged_epoch, wait_for_epoch
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -27,9 +26,7 @@ def test_sigterm_marks_the_run_killed_and_resume_continues_it(tmp_path, joined_r
     log = (tmp_path / "first.log").open("w")
     first = subprocess.Popen([str(BIN / "raysitter"), "train", f"trainer.epochs={epochs}", "diagnostics=off"],
                              env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 240
-    while logged_epoch(out / "mlflow.db") < 4 and time.time() < deadline and first.poll() is None:
-        time.sleep(0.2)
+    wait_for_epoch(out / "mlflow.db", 4, first, timeout=240)
     first.send_signal(signal.SIGTERM)
     assert first.wait(timeout=120) == 130
     text = (tmp_path / "first.log").read_text()
