@@ -51,6 +51,19 @@ def test_resume_continues_from_the_checkpoint(compose_train, tmp_path):
     assert resumed.reports[-1]["val/acc"] == pytest.approx(full.reports[-1]["val/acc"], abs=0.05)
 
 
+def test_resume_takes_a_checkpoint_newer_than_the_registered_one(compose_train, tmp_path, capsys):
+    """A run stopped after a worker uploaded epoch 2's checkpoint but before Ray Train's
+    controller registered it: Ray hands back epoch 1's; epoch 2's metrics are already logged."""
+    config = plain(compose_train, ["trainer.epochs=2"])
+    first = LocalSession(checkpoint_root=str(tmp_path / "ckpt"))
+    run_training(config, first)
+    registered = tmp_path / "ckpt" / "epoch_0001"
+    resumed = LocalSession(resume_from=str(registered))
+    run_training({**config, "trainer": {**config["trainer"], "epochs": 3}}, resumed)
+    assert [r["epoch"] for r in resumed.reports] == [3]
+    assert "newer than Ray Train's latest" in capsys.readouterr().out
+
+
 def trained_with_truncated_weights(compose_train, tmp_path) -> tuple[dict, str]:
     """A one-epoch run's config and its only checkpoint, whose weights file is cut to 100 bytes."""
     config = plain(compose_train, ["trainer.epochs=1"])

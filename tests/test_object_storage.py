@@ -55,7 +55,7 @@ def test_checkpoints_on_s3_survive_a_killed_worker_and_an_interrupted_driver(s3_
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     at = int(re.search(r"resumed from \S+ at epoch (\d+)", resumed.stdout).group(1))
-    assert stopped_at - 1 <= at <= stopped_at + 1
+    assert stopped_at <= at <= stopped_at + 1  # epochs are logged before their checkpoint: only one not yet uploaded is redone
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("raysitter").experiment_id])
     assert run.info.status == "FINISHED" and run.data.metrics["epoch"] == epochs

@@ -102,27 +102,41 @@ def verify_checkpoint(directory: str | os.PathLike) -> dict[str, Any]:
 
 
 def usable_checkpoint(latest: str | os.PathLike, say: Any = print) -> str:
-    """`latest` when it reads back whole; else the newest readable checkpoint beside it (the
-    ones kept by `checkpoints_to_keep`), saying which one was skipped and why. Raises
-    CorruptCheckpointError when none is readable: a corrupt checkpoint is never loaded."""
+    """The newest checkpoint that reads back whole among `latest` (the one Ray Train
+    registered last) and the ones kept beside it. A newer one than `latest` exists when a run
+    stopped between a worker's upload of a checkpoint and its controller registering it; its
+    epoch's metrics are already logged, so training goes on from there instead of redoing
+    epochs. A corrupt `latest` is skipped for the newest readable one, saying which and why.
+    Raises CorruptCheckpointError when none is readable: a corrupt checkpoint is never loaded."""
     latest = Path(latest)
+    problem = None
     try:
-        verify_checkpoint(latest)
-        return str(latest)
+        latest_epoch = int(verify_checkpoint(latest).get("epoch", 0))
     except CorruptCheckpointError as e:
-        problem = str(e)
+        problem, latest_epoch = str(e), None
     candidates = []
-    for sibling in latest.parent.iterdir() if latest.parent.is_dir() else []:
+    for sibling in sorted(latest.parent.iterdir()) if latest.parent.is_dir() else []:
         if sibling != latest and sibling.is_dir() and (sibling / META).exists():
             try:
-                candidates.append((int(verify_checkpoint(sibling).get("epoch", 0)), str(sibling)))
+                epoch = int(read_meta(sibling).get("epoch", 0))
             except (CorruptCheckpointError, ValueError, TypeError):
                 continue
-    if not candidates:
+            if latest_epoch is None or epoch > latest_epoch:
+                candidates.append((epoch, str(sibling)))
+    for epoch, path in sorted(candidates, reverse=True):  # newest first; each read whole only when needed
+        try:
+            verify_checkpoint(path)
+        except CorruptCheckpointError:
+            continue
+        if problem:
+            say(f"WARNING: skipping a corrupt checkpoint: {problem}. Resuming from the newest readable one, {path} (epoch {epoch}).")
+        else:
+            say(f"resuming from {path} (epoch {epoch}), newer than Ray Train's latest {latest} (epoch {latest_epoch}): "
+                f"the run stopped before its controller registered it.")
+        return path
+    if problem:
         raise CorruptCheckpointError(
             f"{problem}; no other readable checkpoint is kept beside it, so training cannot resume. "
             f"Fix: delete {latest.parent} to start the run over (or raise trainer.checkpoints_to_keep to keep more)."
         )
-    epoch, path = max(candidates)
-    say(f"WARNING: skipping a corrupt checkpoint: {problem}. Resuming from the previous one, {path} (epoch {epoch}).")
-    return path
+    return str(latest)
