@@ -64,6 +64,27 @@ def test_resume_takes_a_checkpoint_newer_than_the_registered_one(compose_train, 
     assert "newer than Ray Train's latest" in capsys.readouterr().out
 
 
+def test_restarts_count_on_from_the_run_when_the_checkpoint_predates_the_last_restart(compose_train, tmp_path, capsys):
+    """A second failure before the first checkpoint after a restart: the checkpoint says no
+    restart yet, the MLflow run already counted one; this resume is the second."""
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.runtime.context import RunContext
+
+    config = plain(compose_train, ["trainer.epochs=1", "diagnostics=off"])
+    first = LocalSession(checkpoint_root=str(tmp_path / "ckpt"))
+    run_training(config, first)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("x", artifact_location=(tmp_path / "art").as_uri())).info.run_id
+    client.set_tag(run_id, "raysitter.restarts", "1")
+    resumed = LocalSession(resume_from=first.last_checkpoint)
+    run_training({**config, "trainer": {**config["trainer"], "epochs": 2}}, resumed, RunContext(run_id=run_id, tracking_uri=uri, quiet=True))
+    assert "at epoch 2 (restart 2)" in capsys.readouterr().out
+    run = client.get_run(run_id)
+    assert run.data.tags["raysitter.restarts"] == "2" and run.data.metrics["restarts"] == 2
+
+
 def trained_with_truncated_weights(compose_train, tmp_path) -> tuple[dict, str]:
     """A one-epoch run's config and its only checkpoint, whose weights file is cut to 100 bytes."""
     config = plain(compose_train, ["trainer.epochs=1"])

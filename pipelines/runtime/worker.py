@@ -249,19 +249,24 @@ def run_training(config: dict[str, Any], session: Any, context: RunContext | Non
     if resume:
         loop.load_state_dict(read_train_state(resume))
         if session.rank == 0:
-            print(f"resumed from {resume} at epoch {loop.start_epoch} (restart {loop.restarts})", flush=True)
             record_restart(context, loop)
+            print(f"resumed from {resume} at epoch {loop.start_epoch} (restart {loop.restarts})", flush=True)
     return loop.fit()
 
 
 def record_restart(context: RunContext, loop: TrainLoop) -> None:
     """MLflow: the metric `restarts` (step = the epoch training resumes at) and the tag
-    `raysitter.restarts`, so a run page shows that (and where) a failure was survived."""
+    `raysitter.restarts`, so a run page shows that (and where) a failure was survived. The
+    count goes on from the run's tag, not only the checkpoint's saved state: a second failure
+    before the first checkpoint after a restart resumes a checkpoint that knows one restart
+    fewer."""
     if not context.run_id:
         return
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(context.tracking_uri)
+    counted = client.get_run(context.run_id).data.tags.get("raysitter.restarts", "0")
+    loop.restarts = max(loop.restarts, int(counted) + 1 if counted.isdigit() else 0)
     client.log_metric(context.run_id, "restarts", loop.restarts, step=loop.start_epoch)
     client.set_tag(context.run_id, "raysitter.restarts", str(loop.restarts))
 
