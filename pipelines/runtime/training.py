@@ -130,10 +130,8 @@ def prepare_model_export() -> threading.Thread:
 
     def run() -> None:
         try:
-            import importlib
-
-            for module in ("mlflow.pytorch", "torch.export"):
-                importlib.import_module(module)
+            import mlflow.pytorch  # noqa: F401
+            import torch.export  # noqa: F401
             from mlflow.utils import requirements_utils
 
             requirements_utils._init_packages_to_modules_map()  # private: if it moves, the export builds it itself
