@@ -96,24 +96,6 @@ def open_experiment(uri: str, experiment: str, output_dir: str) -> tuple[MlflowC
     return client, ensure_experiment(client, experiment, artifact_root)
 
 
-def open_store_in_background(config: dict[str, Any]) -> threading.Thread:
-    """Opens the run's MLflow store and experiment on a thread (a new embedded store makes its
-    tables: ≈ 2 s) while the caller starts Ray; MLflow keeps the opened store for the run.
-    Join it before using MLflow: two threads must not create one store's tables at once. A
-    failure is left to the caller's own open, which reports it."""
-    tracking = config["tracking"]
-
-    def run() -> None:
-        try:
-            open_experiment(tracking["uri"], tracking["experiment"], config["output_dir"])
-        except Exception:  # the same open in the command's own thread says what went wrong
-            pass
-
-    thread = threading.Thread(target=run, name="raysitter-mlflow-store", daemon=True)
-    thread.start()
-    return thread
-
-
 @contextmanager
 def tracked_run(
     config: dict[str, Any], run_name: str, tags: dict[str, str], resume_run_id: str | None = None

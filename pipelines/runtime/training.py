@@ -7,7 +7,6 @@ from dataclasses import replace
 import logging
 import re
 import sys
-import threading
 import time
 from typing import Any
 
@@ -123,26 +122,6 @@ def log_final_model(tracker: RunTracker, checkpoint_dir: str) -> None:
     tracker.ended = True  # leaving start_run's block marked the run FINISHED
 
 
-def prepare_model_export() -> threading.Thread:
-    """While Ray trains (the driver only waits), a thread makes the final model's export quick:
-    MLflow's PyTorch flavour and torch.export imported, and the installed-packages map MLflow
-    reads to check the model's requirements (≈ 1.5 s) built once. Nothing is logged here."""
-
-    def run() -> None:
-        try:
-            import mlflow.pytorch  # noqa: F401
-            import torch.export  # noqa: F401
-            from mlflow.utils import requirements_utils
-
-            requirements_utils._init_packages_to_modules_map()  # private: if it moves, the export builds it itself
-        except Exception:
-            pass
-
-    thread = threading.Thread(target=run, name="raysitter-export-warmup", daemon=True)
-    thread.start()
-    return thread
-
-
 def train(cfg: DictConfig, pipeline: str = "train", adjust: Any = None) -> dict[str, float]:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     overrides = list(HydraConfig.get().overrides.task)
@@ -169,7 +148,6 @@ def train(cfg: DictConfig, pipeline: str = "train", adjust: Any = None) -> dict[
             print(f"raysitter {pipeline}: a run named {name!r} exists already; this is a new run, trained from scratch "
                   f"(to continue the earlier one instead: {resume.command(pipeline, earlier[-1])})", flush=True)
     started = time.perf_counter()
-    start_ray(config)
     try:
         with tracked_run(config, name, tags, resume_run_id) as tracker:
             if net is not None:
@@ -191,23 +169,6 @@ def train(cfg: DictConfig, pipeline: str = "train", adjust: Any = None) -> dict[
     return metrics
 
 
-def start_ray(config: dict[str, Any]) -> None:
-    """Starts (or joins) Ray in this thread while another opens the MLflow store: Ray's
-    processes start mostly waiting on each other, the store's first open is Python work. (Ray
-    stays in the main thread: the processes it starts die with the thread that started them.)"""
-    from pipelines.runtime import ray_runner
-    from pipelines.runtime.tracking import open_store_in_background
-
-    opening = open_store_in_background(config)
-    try:
-        ray_runner.init_ray(config["trainer"])
-    except Exception as e:
-        lines = [ln for ln in str(e).splitlines() if ln.strip()]
-        raise TrainingFailed(f"Ray did not start: {lines[-1] if lines else type(e).__name__}") from e
-    finally:
-        opening.join()
-
-
 def redact_override(override: str) -> str:
     from components.tracking import redact
 
@@ -226,7 +187,6 @@ def fit_and_log(config: dict[str, Any], context: RunContext, key: str, tracker: 
 
     from pipelines.runtime.progress import EpochProgress
 
-    export = prepare_model_export() if config["tracking"].get("log_model", True) else None
     try:
         with EpochProgress(tracker.uri, tracker.run_id, config["trainer"]["epochs"]):
             result = ray_runner.fit(config, context, key)
@@ -247,8 +207,7 @@ def fit_and_log(config: dict[str, Any], context: RunContext, key: str, tracker: 
 
         checkpoint = uri(result.checkpoint.path, is_remote(config["trainer"].get("storage_path")))
         tracker.client.set_tag(tracker.run_id, "checkpoint", checkpoint)
-        if export is not None:
-            export.join()
+        if config["tracking"].get("log_model", True):
             with result.checkpoint.as_directory() as local:  # downloaded from object storage when it is there
                 log_final_model(tracker, local)
     return metrics, checkpoint
