@@ -233,3 +233,9 @@ def s3_store(tmp_path_factory):
     yield {"endpoint": endpoint, "bucket": "raysitter", "client": client, "env": env}
     proc.terminate()
     proc.wait(timeout=30)
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto` (pyproject.toml): a test process per core, at most 4; each one that needs Ray
+    starts its own session Ray, and the tests themselves start Ray clusters and servers."""
+    return max(1, min(4, os.cpu_count() or 1))
