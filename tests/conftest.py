@@ -239,3 +239,13 @@ def pytest_xdist_auto_num_workers(config) -> int:
     """`-n auto` (pyproject.toml): a test process per core, at most 4; each one that needs Ray
     starts its own session Ray, and the tests themselves start Ray clusters and servers."""
     return max(1, min(4, os.cpu_count() or 1))
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Files with the most slow tests first (each file's own order kept): side by side
+    (pytest-xdist, one file per process) the long ones start early and the quick ones fill the
+    gaps at the end, instead of one process finishing a long file alone."""
+    from collections import Counter
+
+    slow = Counter(str(item.path) for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[str(item.path)])
