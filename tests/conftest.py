@@ -1,5 +1,6 @@
 """Shared fixtures: a fresh output folder per test, composed configs, fake datasets on disk,
-and one local Ray session for the whole suite (starting Ray costs ~10 s here)."""
+and one local Ray session per test process (starting Ray costs ~10 s here; pytest-xdist runs a
+process per core, each test file in one of them)."""
 from __future__ import annotations
 
 import os
