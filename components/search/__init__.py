@@ -10,7 +10,10 @@ from collections.abc import Mapping, Sequence
 import copy
 from dataclasses import dataclass
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # numpy only for the annotation: this module imports without it
+    import numpy as np
 
 KINDS = ("loguniform", "uniform", "randint", "choice")
 
@@ -138,7 +141,7 @@ def has_dotted(config: Mapping[str, Any], key: str) -> bool:
     return get_dotted(config, key, _MISSING) is not _MISSING
 
 
-def sample(d: Dist, rng: "np.random.Generator") -> Any:  # noqa: F821
+def sample(d: Dist, rng: np.random.Generator) -> Any:
     """One random draw (log-uniform for loguniform), for searches run without Ray Tune."""
     if d.kind == "choice":
         return d.args[int(rng.integers(len(d.args)))]
