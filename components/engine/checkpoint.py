@@ -115,7 +115,7 @@ def usable_checkpoint(latest: str | os.PathLike, say: Any = print) -> str:
     except CorruptCheckpointError as e:
         problem, latest_epoch = str(e), None
     candidates = []
-    for sibling in sorted(latest.parent.iterdir()) if latest.parent.is_dir() else []:
+    for sibling in latest.parent.iterdir() if latest.parent.is_dir() else []:
         if sibling != latest and sibling.is_dir() and (sibling / META).exists():
             try:
                 epoch = int(read_meta(sibling).get("epoch", 0))
