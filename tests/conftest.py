@@ -70,15 +70,20 @@ def logged_epoch(db: Path) -> int:
     return int(logged_metric(db, "epoch"))
 
 
-def wait_for_epoch(db: Path, epoch: int, proc=None, timeout: float = 300) -> int:
-    """Waits until a run in this store has logged `epoch` (or `proc` has exited, or `timeout`
-    seconds have passed); returns the last epoch logged."""
+def wait_for_metric(db: Path, key: str, value: float, proc=None, timeout: float = 300) -> float:
+    """Waits until a run in this store has logged `key` ≥ `value` (or `proc` has exited, or
+    `timeout` seconds have passed); returns the largest value logged."""
     import time
 
     deadline = time.time() + timeout
-    while logged_epoch(db) < epoch and time.time() < deadline and (proc is None or proc.poll() is None):
+    while logged_metric(db, key) < value and time.time() < deadline and (proc is None or proc.poll() is None):
         time.sleep(0.2)
-    return logged_epoch(db)
+    return logged_metric(db, key)
+
+
+def wait_for_epoch(db: Path, epoch: int, proc=None, timeout: float = 300) -> int:
+    """`wait_for_metric` for the `epoch` metric; returns the last epoch logged."""
+    return int(wait_for_metric(db, "epoch", epoch, proc, timeout))
 
 
 @pytest.fixture

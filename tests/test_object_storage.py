@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 import pytest
 
-from tests.conftest import free_port, logged_epoch, logged_metric, processes_named, wait_for_epoch, wait_for_health
+from tests.conftest import free_port, logged_epoch, processes_named, wait_for_epoch, wait_for_health, wait_for_metric
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -37,9 +37,8 @@ def test_checkpoints_on_s3_survive_a_killed_worker_and_an_interrupted_driver(s3_
     wait_for_epoch(out / "mlflow.db", 3, first, timeout=240)
     (worker,) = processes_named([first.pid], "RayTrainWorker")
     os.kill(worker, signal.SIGKILL)  # Ray Train restarts the worker group from the checkpoint in S3
-    deadline = time.time() + 240  # restarted (epochs may have run on between the poll and the kill), then trained on
-    while logged_metric(out / "mlflow.db", "restarts") < 1 and time.time() < deadline and first.poll() is None:
-        time.sleep(0.2)
+    # restarted (epochs may have run on between the poll and the kill), then trained on
+    wait_for_metric(out / "mlflow.db", "restarts", 1, first, timeout=240)
     wait_for_epoch(out / "mlflow.db", logged_epoch(out / "mlflow.db") + 2, first, timeout=240)
     first.send_signal(signal.SIGTERM)
     assert first.wait(timeout=120) == 130
