@@ -223,6 +223,35 @@ def test_scoped_tracking_uri_restores_the_users_variable(monkeypatch, tmp_path):
     assert "MLFLOW_TRACKING_URI" not in os.environ
 
 
+def test_a_new_embedded_store_is_mlflows_schema_copied_and_nothing_is_replaced(monkeypatch, tmp_path):
+    """A new SQLite store starts from a cached copy of MLflow's empty schema (made by MLflow
+    once): MLflow opens it, adds its Default experiment there, logs to it; a second call on the
+    store, or a call on any other file at the path, leaves that file exactly as it was."""
+    import mlflow
+
+    from components.tracking import create_sqlite_store
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
+    create_sqlite_store(uri)
+    (template,) = (tmp_path / "cache" / "raysitter").glob(f"mlflow-{mlflow.__version__}-*-schema-*.db")
+    assert (tmp_path / "new" / "mlflow.db").read_bytes() == template.read_bytes()
+    assert [p.name for p in (tmp_path / "new").iterdir()] == ["mlflow.db"]  # no temporary file left
+    client = mlflow.MlflowClient(uri)
+    (default,) = client.search_experiments()
+    assert default.name == "Default"
+    run = client.create_run(client.create_experiment("x", artifact_location=(tmp_path / "art").as_uri()))
+    client.log_metric(run.info.run_id, "val/acc", 0.5)
+    before = (tmp_path / "new" / "mlflow.db").read_bytes()
+    create_sqlite_store(uri)
+    assert (tmp_path / "new" / "mlflow.db").read_bytes() == before
+    assert client.get_run(run.info.run_id).data.metrics == {"val/acc": 0.5}
+    other = tmp_path / "notes.db"
+    other.write_text("mine")
+    create_sqlite_store(f"sqlite:///{other}")
+    assert other.read_text() == "mine"
+
+
 def test_snapshots_follow_epoch_restarts_of_cosine_annealing(compose_train):
     # restarts every 2 epochs: the lr falls in epochs 1–2, jumps back up for 3: a snapshot after epoch 2
     config = plain(compose_train, ["trainer.epochs=4", "ensembling=snapshots", "scheduler=cosine_restarts", "scheduler.T_0=2", "diagnostics=off"])

@@ -25,7 +25,7 @@ import time
 from typing import Any
 import urllib.request
 
-from components.tracking import default_tracking_uri, redact
+from components.tracking import create_sqlite_store, default_tracking_uri, redact
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -86,6 +86,8 @@ def serve(argv: list[str] | None, prog: str, server: bool) -> int:
     destination, env = artifacts(getattr(args, "artifacts_destination", None), getattr(args, "s3_endpoint", None), output)
     if destination is None:
         return 2
+    if Path(uri.removeprefix("sqlite:///")).parent.is_dir():
+        create_sqlite_store(uri)  # a new store: MLflow's schema copied, not migrated anew by each server worker
     cmd = [
         sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(args.port),
         "--backend-store-uri", uri, "--artifacts-destination", destination,

@@ -14,7 +14,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 import yaml
 
-from components.tracking import ensure_experiment, environment_tags, flatten, redact
+from components.tracking import create_sqlite_store, ensure_experiment, environment_tags, flatten, redact
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]  # the project root (pipelines/runtime/ is two below)
 MAX_PARAM_LEN = 6000  # MLflow's limit for a param value is 6000 characters
@@ -92,6 +92,7 @@ def open_experiment(uri: str, experiment: str, output_dir: str) -> tuple[MlflowC
     if uri.startswith("sqlite:///"):
         artifact_root = (Path(output_dir) / "mlartifacts").as_uri()
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        create_sqlite_store(uri)
     client = MlflowClient(uri)
     return client, ensure_experiment(client, experiment, artifact_root)
 
