@@ -24,16 +24,18 @@ def identity(n: int, device: torch.device) -> torch.Tensor:
 
 
 def sampling_grid(sampling: torch.Tensor, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
-    """`F.affine_grid(sampling[:, :2], shape, align_corners=False)`, computed as two
-    multiply-adds per pixel (affine_grid's batched matmul with an inner size of 3 took 3× longer)."""
-    n, h, w = shape[0], shape[-2], shape[-1]
+    """`F.affine_grid(sampling[:, :2], shape, align_corners=False)`, computed from its separable
+    parts: a coordinate is a·x + (b·y + c), so a per-row term (n, h) and a per-column term (n, w)
+    are added once per pixel (affine_grid's batched matmul with an inner size of 3 took 3×
+    longer than two multiply-adds per pixel, and those ≈ 2.4× longer than this)."""
+    h, w = shape[-2], shape[-1]
     device = sampling.device
-    xs = ((torch.arange(w, device=device, dtype=dtype) * 2 + 1) / w - 1).view(1, 1, w)
-    ys = ((torch.arange(h, device=device, dtype=dtype) * 2 + 1) / h - 1).view(1, h, 1)
-    t = sampling[:, :2].to(dtype).reshape(n, 6, 1, 1)
-    gx = torch.addcmul(torch.addcmul(t[:, 2], t[:, 0], xs), t[:, 1], ys)
-    gy = torch.addcmul(torch.addcmul(t[:, 5], t[:, 3], xs), t[:, 4], ys)
-    return torch.stack([gx, gy], dim=-1)
+    xs = (torch.arange(w, device=device, dtype=dtype) * 2 + 1) / w - 1
+    ys = (torch.arange(h, device=device, dtype=dtype) * 2 + 1) / h - 1
+    t = sampling[:, :2].to(dtype)  # rows: x, y of the grid
+    columns = (t[:, :, 0:1] * xs).transpose(1, 2).unsqueeze(1)  # (n, 1, w, 2)
+    rows = torch.addcmul(t[:, :, 2:3], t[:, :, 1:2], ys).transpose(1, 2).unsqueeze(2)  # (n, h, 1, 2)
+    return rows + columns  # (n, h, w, 2)
 
 
 def resample(x: torch.Tensor, sampling: torch.Tensor, fill: str = "zeros") -> torch.Tensor:
