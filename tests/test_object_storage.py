@@ -27,15 +27,17 @@ def keys(s3_store, prefix: str) -> list[str]:
 
 
 def test_checkpoints_on_s3_survive_a_killed_worker_and_an_interrupted_driver(s3_store, tmp_path, joined_ray):
+    """On the session's Ray (the warm path: tests/test_resume.py interrupts a command with a Ray
+    of its own): its workers run below this test's process."""
     out = tmp_path / "outputs"
-    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "RAY_ADDRESS": "local"}  # a Ray of its own
+    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, **joined_ray}
     env.update(s3_store["env"], RAYSITTER_OUTPUT_DIR=str(out), PYTHONUNBUFFERED="1")
-    epochs, where = 40, f"s3://{s3_store['bucket']}/checkpoints"
+    epochs, where = 20, f"s3://{s3_store['bucket']}/checkpoints"
     log = (tmp_path / "first.log").open("w")
     first = subprocess.Popen([str(BIN / "raysitter"), "train", f"trainer.epochs={epochs}", f"trainer.storage_path={where}",
                               "trainer.max_failures=1", "diagnostics=off"], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
     wait_for_epoch(out / "mlflow.db", 3, first, timeout=240)
-    (worker,) = processes_named([first.pid], "RayTrainWorker")
+    (worker,) = processes_named([os.getpid()], "RayTrainWorker")
     os.kill(worker, signal.SIGKILL)  # Ray Train restarts the worker group from the checkpoint in S3
     # restarted (epochs may have run on between the poll and the kill), then trained on
     wait_for_metric(out / "mlflow.db", "restarts", 1, first, timeout=240)
@@ -50,7 +52,7 @@ def test_checkpoints_on_s3_survive_a_killed_worker_and_an_interrupted_driver(s3_
     assert not list(out.rglob("checkpoint_*")) and not list(out.rglob("*.safetensors"))  # nothing of them on the local disk
     stopped_at = logged_epoch(out / "mlflow.db")
 
-    resumed = subprocess.run([str(BIN / "raysitter"), "train", f'resume="{key}"'], env={**env, **joined_ray}, cwd=tmp_path,  # another Ray
+    resumed = subprocess.run([str(BIN / "raysitter"), "train", f'resume="{key}"'], env=env, cwd=tmp_path,
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     at = int(re.search(r"resumed from \S+ at epoch (\d+)", resumed.stdout).group(1))
