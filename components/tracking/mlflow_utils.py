@@ -68,8 +68,8 @@ def create_sqlite_store(uri: str) -> None:
             os.link(tmp, path)  # fails (and keeps theirs) if another process made the store meanwhile
         finally:
             os.unlink(tmp)
-    except (OSError, ImportError, AttributeError, MlflowException):
-        return  # MLflow makes the store itself when it first opens it
+    except Exception:  # no cache (read-only home, full disk), another MLflow: MLflow makes the store itself when it first opens it
+        return
 
 
 def sqlite_schema_template() -> Path:
