@@ -151,12 +151,16 @@ class Stopped(Exception):
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
     """Ctrl-C, SIGTERM and SIGHUP (a closed terminal) all raise Stopped, so the server's process
-    group is stopped on the way out; the previous handlers come back afterwards."""
+    group is stopped on the way out; the previous handlers come back afterwards. Once stopping,
+    further signals (Ctrl-C pressed again) are ignored: they would cut the stop short, leave
+    the server's processes running and end in a traceback (stop_group's own waits are bounded)."""
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def handler(signum: int, frame: Any) -> None:
+        for s in signals:
+            signal.signal(s, signal.SIG_IGN)
         raise Stopped(signum)
 
-    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {s: signal.signal(s, handler) for s in signals}
     try:
         yield
