@@ -101,14 +101,19 @@ def open_experiment(uri: str, experiment: str, output_dir: str) -> tuple[MlflowC
 def tracked_run(
     config: dict[str, Any], run_name: str, tags: dict[str, str], resume_run_id: str | None = None
 ) -> Iterator[RunTracker]:
-    """Ends the run FINISHED on success, KILLED on Ctrl-C/SIGTERM and FAILED on any error."""
+    """Ends the run FINISHED on success, KILLED on Ctrl-C/SIGTERM and FAILED on any error. The
+    first Ctrl-C or SIGTERM raises KeyboardInterrupt; more of them (Ctrl-C pressed again) are
+    ignored until the run is marked, so they cannot leave it RUNNING."""
     tracker = RunTracker(config, run_name, tags, resume_run_id)
+    stops = (signal.SIGINT, signal.SIGTERM)
 
-    def on_sigterm(signum: int, frame: Any) -> None:
+    def on_stop(signum: int, frame: Any) -> None:
+        for s in stops:
+            signal.signal(s, signal.SIG_IGN)
         raise KeyboardInterrupt(f"signal {signum}")
 
     in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, on_sigterm) if in_main else None
+    previous = {s: signal.signal(s, on_stop) for s in stops} if in_main else {}
     try:
         yield tracker
         tracker.end("FINISHED")
@@ -119,8 +124,8 @@ def tracked_run(
         tracker.end("FAILED")
         raise
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def log_dataset(client: MlflowClient, run_id: str, config: dict[str, Any], name: str, sizes: tuple[int, int, int] | None,

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipelines.runtime import resume, validate
 from pipelines.runtime.context import RunContext
-from pipelines.runtime.multirun import group_tags
+from pipelines.runtime.multirun import group_tags, in_multirun
 from pipelines.runtime.tracking import RunTracker, tracked_run
 
 
@@ -276,6 +276,17 @@ def print_summary(m: dict[str, float], tracker: RunTracker, checkpoint: str | No
     print(line, flush=True)
 
 
+def stopping() -> None:
+    """An interrupted command on its way out (not a multirun job: its launcher goes on with the
+    others): Ctrl-C pressed again must not cut short Ray's shutdown of its processes."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and not in_multirun():
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+
+
 def run_cli(cfg: DictConfig, pipeline: str = "train", adjust: Any = None) -> float:
     """`train` with the command line's exits: 1 for a failed or diverged run, 130 when
     interrupted; returns val/acc (what a Hydra sweeper optimises)."""
@@ -289,10 +300,12 @@ def run_cli(cfg: DictConfig, pipeline: str = "train", adjust: Any = None) -> flo
         print(f"raysitter {pipeline}: training failed: {e}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
     except Interrupted as e:
+        stopping()
         print(f"raysitter {pipeline}: interrupted; the MLflow run is marked KILLED. Continue it from its last checkpoint "
               f"with: {resume.command(e.pipeline, e.name)}", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
     except KeyboardInterrupt:
+        stopping()
         print(f"raysitter {pipeline}: interrupted", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
     return float(metrics.get("val/acc", 0.0))
