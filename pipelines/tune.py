@@ -311,7 +311,8 @@ def main(cfg: DictConfig) -> None:
     try:
         tune(cfg)
     except KeyboardInterrupt as e:
-        print(f"raysitter tune: interrupted ({e}); the sweep's MLflow run is marked KILLED. Resume with the command printed at its start.", file=sys.stderr, flush=True)
+        why = f" ({e})" if str(e) else ""  # Tune's forced stop (Ctrl-C pressed again) says nothing
+        print(f"raysitter tune: interrupted{why}; the sweep's MLflow run is marked KILLED. Resume with the command printed at its start.", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
 
 
