@@ -67,3 +67,34 @@ def test_ray_launcher_runs_jobs_concurrently_and_a_job_failing_in_its_worker_lea
         assert sum(start <= t < end for start, end in spans) <= 2
     assert "job0  epoch   2/2" in result.stdout  # concurrent jobs' epoch lines say whose they are
     assert not list(elsewhere.iterdir())  # nothing written where the command ran but under RAYSITTER_OUTPUT_DIR
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_ray_launchers_jobs_killed_and_resumable(tmp_path, joined_ray):
+    """Ctrl-C at the driver's process group (pressed twice): every running job's run ends KILLED
+    and says how to resume it; the command exits 130 (it said 2, "refused", before)."""
+    import signal
+    import time
+
+    from tests.conftest import wait_for_epoch
+
+    out = tmp_path / "outputs"
+    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, **joined_ray, "RAYSITTER_OUTPUT_DIR": str(out)}
+    log = (tmp_path / "driver.log").open("w")
+    proc = subprocess.Popen([str(BIN / "raysitter"), "train", "-m", "seed=1,2", "trainer.epochs=60", "diagnostics=off", "hydra/launcher=ray"],
+                            env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for_epoch(out / "mlflow.db", 2, proc, timeout=240)
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.3)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=120) == 130, (tmp_path / "driver.log").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = (tmp_path / "driver.log").read_text()
+    assert "multirun interrupted: 2 running job(s) stopped" in text and text.count("""raysitter train 'resume=""") == 2, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("raysitter").experiment_id])
+    assert sorted(r.info.status for r in runs) == ["KILLED", "KILLED"]

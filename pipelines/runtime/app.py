@@ -222,7 +222,7 @@ def hydra_app(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Calla
             try:
                 result = hydra_task()
             except SystemExit as e:
-                if e.code not in (0, None) and not entered:
+                if e.code not in (0, None, 130) and not entered:  # 130: a launcher's jobs interrupted (Ctrl-C)
                     raise SystemExit(2) from None  # Hydra refused the config or the overrides
                 raise
             if multirun.FAILED:  # the summary has listed them; the command as a whole failed
