@@ -20,9 +20,7 @@ import importlib
 import logging
 import os
 from pathlib import Path
-import signal
 import sys
-import threading
 import time
 from typing import Any
 
@@ -164,9 +162,9 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
                     free[k] = free.get(k, 0.0) + v
                 results[idx] = collect(ref, idx, sweep_config, overrides)
     except KeyboardInterrupt:
-        if threading.current_thread() is threading.main_thread():  # Ctrl-C pressed again must not cut the drain short
-            for s in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(s, signal.SIG_IGN)
+        from pipelines.runtime.tracking import ignore_stops
+
+        ignore_stops()  # Ctrl-C pressed again must not cut the drain short
         interrupt(list(running), launcher.drain_s)
         print(f"raysitter: multirun interrupted: {len(running)} running job(s) stopped (their MLflow runs KILLED; each printed "
               f"how to resume it), {len(pending)} not started.", file=sys.stderr, flush=True)

@@ -97,6 +97,17 @@ def open_experiment(uri: str, experiment: str, output_dir: str) -> tuple[MlflowC
     return client, ensure_experiment(client, experiment, artifact_root)
 
 
+STOPS = (signal.SIGINT, signal.SIGTERM)
+
+
+def ignore_stops() -> None:
+    """From here on, Ctrl-C and SIGTERM (pressed again while a command stops) are ignored in the
+    main thread, so they cannot cut short the marking of runs or Ray's shutdown."""
+    if threading.current_thread() is threading.main_thread():
+        for s in STOPS:
+            signal.signal(s, signal.SIG_IGN)
+
+
 @contextmanager
 def tracked_run(
     config: dict[str, Any], run_name: str, tags: dict[str, str], resume_run_id: str | None = None
@@ -105,15 +116,13 @@ def tracked_run(
     first Ctrl-C or SIGTERM raises KeyboardInterrupt; more of them (Ctrl-C pressed again) are
     ignored until the run is marked, so they cannot leave it RUNNING."""
     tracker = RunTracker(config, run_name, tags, resume_run_id)
-    stops = (signal.SIGINT, signal.SIGTERM)
 
     def on_stop(signum: int, frame: Any) -> None:
-        for s in stops:
-            signal.signal(s, signal.SIG_IGN)
+        ignore_stops()
         raise KeyboardInterrupt(f"signal {signum}")
 
     in_main = threading.current_thread() is threading.main_thread()
-    previous = {s: signal.signal(s, on_stop) for s in stops} if in_main else {}
+    previous = {s: signal.signal(s, on_stop) for s in STOPS} if in_main else {}
     try:
         yield tracker
         tracker.end("FINISHED")

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipelines.runtime import resume, validate
 from pipelines.runtime.context import RunContext
 from pipelines.runtime.multirun import group_tags, in_multirun
-from pipelines.runtime.tracking import RunTracker, tracked_run
+from pipelines.runtime.tracking import RunTracker, ignore_stops, tracked_run
 
 
 NAME_CHARS = re.compile(r"^[\w.\-+,@:\[\]]+$")  # what a run name (and its storage folder) may hold
@@ -279,12 +279,8 @@ def print_summary(m: dict[str, float], tracker: RunTracker, checkpoint: str | No
 def stopping() -> None:
     """An interrupted command on its way out (not a multirun job: its launcher goes on with the
     others): Ctrl-C pressed again must not cut short Ray's shutdown of its processes."""
-    import signal
-    import threading
-
-    if threading.current_thread() is threading.main_thread() and not in_multirun():
-        for s in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(s, signal.SIG_IGN)
+    if not in_multirun():
+        ignore_stops()
 
 
 def run_cli(cfg: DictConfig, pipeline: str = "train", adjust: Any = None) -> float:
