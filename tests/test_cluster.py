@@ -145,6 +145,19 @@ def test_submit_without_a_cluster_says_how_to_start_one(tmp_path):
     assert nothing.returncode == 2 and "pipeline" in nothing.stderr
 
 
+def test_a_refusal_is_read_as_authentication_only_from_the_message_not_the_address():
+    from ray._private.authentication.http_token_authentication import format_authentication_http_error
+
+    from pipelines.runtime.cluster import refused_for_auth
+
+    address = "http://auth-head.internal:40383"  # a port holding "403" and a host holding "auth" (CI once read both as auth)
+    assert not refused_for_auth(f"Failed to connect to Ray at address: {address}.", address)
+    assert not refused_for_auth("Failed to connect to Ray at address: auth-head.internal:40383.", address)
+    for status in (401, 403):
+        assert refused_for_auth(format_authentication_http_error(status, "denied").splitlines()[0], address)
+    assert refused_for_auth("Request failed with status code 403: Forbidden", address)
+
+
 def test_a_two_worker_job_spreads_survives_a_lost_node_and_a_killed_worker_and_lands_in_mlflow(local_cluster, tmp_path):
     """One submitted run for three behaviours: SPREAD puts a worker on each node; losing the
     second node restarts both workers on the head; a worker killed after that restarts again;

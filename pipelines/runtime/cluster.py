@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from pathlib import Path
 import sys
 from typing import Any
@@ -47,7 +48,7 @@ def client(address: str) -> Any:
         return JobSubmissionClient(address)
     except Exception as e:  # ConnectionError, RuntimeError (auth), ValueError (bad address)
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "auth" in text.lower() or "token" in text.lower() or "401" in text or "403" in text:
+        if refused_for_auth(text, address):
             raise UserError("--address", f"the cluster at {address} refused the request ({text}).",
                             "it uses token authentication: copy the cluster's token to ~/.ray/auth_token or set RAY_AUTH_TOKEN "
                             "(and RAY_AUTH_MODE=token); do not disable authentication on the cluster.") from None
@@ -55,6 +56,14 @@ def client(address: str) -> Any:
                         "start a cluster (cluster/local/start.sh prints its address) or pass --address http://HEAD:8265.") from None
     finally:
         os.environ.update(saved)
+
+
+def refused_for_auth(text: str, address: str) -> bool:
+    """Whether a connection error is the cluster refusing the credentials (a status 401/403 or
+    words about authentication), judged on the message without the address itself: a port such
+    as 40383 holds "403" and a host name may hold "auth"."""
+    rest = text.replace(address, " ").replace(address.split("://", 1)[-1], " ")
+    return bool(re.search(r"\bauth|\btoken\b|\b40[13]\b", rest, re.IGNORECASE))
 
 
 def job_environment(tracking_uri: str | None, output_dir: str) -> dict[str, str]:
