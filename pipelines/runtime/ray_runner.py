@@ -178,7 +178,7 @@ def make_trainer(config: dict[str, Any], context: Any, run_name: str, storage_pa
 
     t = config["trainer"]
     storage, filesystem = (storage_path, None) if storage_path else ray_storage(config)
-    return interruptible(TorchTrainer)(
+    return raysitter_trainer(TorchTrainer)(
         train_worker,
         train_loop_config=worker_payload(config, context),
         torch_config=TorchConfig(backend="nccl" if t["use_gpu"] else "gloo"),
@@ -197,10 +197,10 @@ def make_trainer(config: dict[str, Any], context: Any, run_name: str, storage_pa
     )
 
 
-_INTERRUPTIBLE: dict[type, type] = {}
+_TRAINERS: dict[type, type] = {}
 
 
-def interruptible(trainer_cls: type) -> type:
+def raysitter_trainer(trainer_cls: type) -> type:
     """`trainer_cls` leaving Ctrl-C to raysitter. Ray Train's driver answers the first SIGINT by
     asking its controller to abort and then exits with status 1 (its own comment says it meant
     0); the run would end FAILED, with no resume hint, and with a terminal's Ctrl-C reaching a
@@ -209,13 +209,13 @@ def interruptible(trainer_cls: type) -> type:
     ends KILLED, the checkpoints stay, and the command prints how to resume (exit 130). Ray
     Train's handler is a private method (`_register_sigint_handler`); under a Ray without it
     this changes nothing."""
-    if trainer_cls not in _INTERRUPTIBLE:
-        _INTERRUPTIBLE[trainer_cls] = type(trainer_cls.__name__, (trainer_cls,), {
+    if trainer_cls not in _TRAINERS:
+        _TRAINERS[trainer_cls] = type(trainer_cls.__name__, (trainer_cls,), {
             "__module__": trainer_cls.__module__,
             "__doc__": trainer_cls.__doc__,
             "_register_sigint_handler": lambda self, controller: None,
         })
-    return _INTERRUPTIBLE[trainer_cls]
+    return _TRAINERS[trainer_cls]
 
 
 def fit(config: dict[str, Any], context: Any, run_name: str) -> Any:
