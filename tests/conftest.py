@@ -190,10 +190,10 @@ def mlflow_server(tmp_path_factory):
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts")],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # as `raysitter server` starts it: no job runner
     )
     wait_for_health(url, proc, lambda: (root / "server.log").read_text(), "mlflow server")
     yield {"url": url, "artifacts": root / "artifacts"}
-    import os
     import signal
 
     os.killpg(proc.pid, signal.SIGTERM)

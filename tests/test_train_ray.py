@@ -51,6 +51,12 @@ def test_two_worker_run_lands_in_mlflow_with_a_reloadable_checkpoint(ray_session
     ratios = [k for k in run.data.metrics if k.startswith("diag/update_ratio/")]
     assert ratios and all(0 < run.data.metrics[k] < 1 for k in ratios)
     assert any(k.startswith("diag/act/") and k.endswith("/mean") for k in run.data.metrics)
+    # Ray Train's actors for the run (GCS's actor table), without the datasets manager it starts
+    # for trainers given no Ray Datasets (ray_runner.raysitter_trainer)
+    from ray._private.state import actors
+
+    started = {a["ActorClassName"] for a in actors().values()}
+    assert {"TrainController", "RayTrainWorker"} <= started and "DatasetManager" not in started, started
 
     # The checkpoint reloads and predicts exactly like the model MLflow logged.
     import mlflow.pytorch

@@ -201,19 +201,29 @@ _TRAINERS: dict[type, type] = {}
 
 
 def raysitter_trainer(trainer_cls: type) -> type:
-    """`trainer_cls` leaving Ctrl-C to raysitter. Ray Train's driver answers the first SIGINT by
-    asking its controller to abort and then exits with status 1 (its own comment says it meant
-    0); the run would end FAILED, with no resume hint, and with a terminal's Ctrl-C reaching a
-    Ray of the command's own at the same moment, the abort itself fails. Without its handler,
-    Ctrl-C is a KeyboardInterrupt in the driver, as SIGTERM is (`tracked_run`): the MLflow run
-    ends KILLED, the checkpoints stay, and the command prints how to resume (exit 130). Ray
-    Train's handler is a private method (`_register_sigint_handler`); under a Ray without it
-    this changes nothing."""
+    """`trainer_cls` with two changes to Ray Train's private parts (under a Ray without them,
+    neither changes anything):
+    - Ctrl-C is left to raysitter. Ray Train's driver answers the first SIGINT by asking its
+      controller to abort and then exits with status 1 (its own comment says it meant 0); the
+      run would end FAILED, with no resume hint, and with a terminal's Ctrl-C reaching a Ray of
+      the command's own at the same moment, the abort itself fails. Without its handler
+      (`_register_sigint_handler`), Ctrl-C is a KeyboardInterrupt in the driver, as SIGTERM is
+      (`tracked_run`): the MLflow run ends KILLED, the checkpoints stay, and the command prints
+      how to resume (exit 130).
+    - No Ray Datasets, no datasets manager. Ray Train starts a `DatasetManager` actor (a Python
+      process of its own, ≈ 1.5 CPU-s) at every worker-group start even when the trainer was
+      given no datasets, as raysitter's never are (each worker loads its own data); its
+      callback (`DatasetsCallback`, from `_create_default_callbacks`) is left out then."""
     if trainer_cls not in _TRAINERS:
+        def default_callbacks(self):
+            callbacks = trainer_cls._create_default_callbacks(self)
+            return callbacks if self.datasets else [c for c in callbacks if type(c).__name__ != "DatasetsCallback"]
+
         _TRAINERS[trainer_cls] = type(trainer_cls.__name__, (trainer_cls,), {
             "__module__": trainer_cls.__module__,
             "__doc__": trainer_cls.__doc__,
             "_register_sigint_handler": lambda self, controller: None,
+            "_create_default_callbacks": default_callbacks,
         })
     return _TRAINERS[trainer_cls]
 

@@ -38,7 +38,9 @@ def parser(prog: str, server: bool) -> argparse.ArgumentParser:
     if server:
         p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: every interface; needs --allowed-hosts)")
         p.add_argument("--allowed-hosts", default=None, help="Host headers MLflow accepts besides localhost, e.g. head:5000,10.0.0.5:5000")
-        p.add_argument("--workers", type=int, default=2)
+        p.add_argument("--workers", type=int, default=2, help="server processes (default 2)")
+    else:
+        p.add_argument("--workers", type=int, default=1, help="server processes (default 1: the UI for one person)")
         p.add_argument("--artifacts-destination", default=None,
                        help="where the server keeps artifacts: a folder (default OUTPUT_DIR/mlartifacts) or s3://BUCKET/PREFIX")
         p.add_argument("--s3-endpoint", default=None,
@@ -92,8 +94,8 @@ def serve(argv: list[str] | None, prog: str, server: bool) -> int:
         sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(args.port),
         "--backend-store-uri", uri, "--artifacts-destination", destination,
     ]
+    cmd += ["--workers", str(args.workers)]  # MLflow's default is 4, each a process importing MLflow (≈ 3 CPU-s)
     if server:
-        cmd += ["--workers", str(args.workers)]
         if args.allowed_hosts:
             cmd += ["--allowed-hosts", args.allowed_hosts]
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
@@ -125,6 +127,10 @@ def artifacts(destination: str | None, s3_endpoint: str | None, output: Path) ->
     from pipelines.runtime.errors import UserError
 
     env = dict(os.environ)
+    # MLflow 3's job runner (six Huey consumer processes, for its GenAI features: judges, prompt
+    # optimisation, trace roll-ups) is nothing raysitter's runs use; it took ≈ 22 CPU-s and 4 s
+    # of a server's start. A user who wants it sets the variable to true.
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     if not destination:
         return str(output / "mlartifacts"), env
     if not storage.is_remote(destination):
