@@ -30,6 +30,12 @@ from components.tracking import create_sqlite_store, default_tracking_uri, redac
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number ≥ 1 (got {text!r}); pass e.g. --workers 2")
+    return int(text)
+
+
 def parser(prog: str, server: bool) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--port", type=int, default=5000)
@@ -38,13 +44,13 @@ def parser(prog: str, server: bool) -> argparse.ArgumentParser:
     if server:
         p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: every interface; needs --allowed-hosts)")
         p.add_argument("--allowed-hosts", default=None, help="Host headers MLflow accepts besides localhost, e.g. head:5000,10.0.0.5:5000")
-        p.add_argument("--workers", type=int, default=2, help="server processes (default 2)")
-    else:
-        p.add_argument("--workers", type=int, default=1, help="server processes (default 1: the UI for one person)")
+        p.add_argument("--workers", type=positive_int, default=2, help="server processes (default 2)")
         p.add_argument("--artifacts-destination", default=None,
                        help="where the server keeps artifacts: a folder (default OUTPUT_DIR/mlartifacts) or s3://BUCKET/PREFIX")
         p.add_argument("--s3-endpoint", default=None,
                        help="an S3-compatible store's URL for s3:// artifacts (default: $MLFLOW_S3_ENDPOINT_URL, $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL; none: AWS)")
+    else:
+        p.add_argument("--workers", type=positive_int, default=1, help="server processes (default 1: the UI for one person)")
     return p
 
 
