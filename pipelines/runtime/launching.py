@@ -214,5 +214,11 @@ def interrupt(refs: list[Any], drain_s: float) -> None:
     for ref in refs:
         ray.cancel(ref)
     deadline = time.monotonic() + drain_s
-    while refs and time.monotonic() < deadline:
-        _, refs = ray.wait(refs, num_returns=len(refs), timeout=max(0.1, deadline - time.monotonic()))
+    waiting = list(refs)
+    while waiting and time.monotonic() < deadline:
+        _, waiting = ray.wait(waiting, num_returns=len(waiting), timeout=max(0.1, deadline - time.monotonic()))
+    for ref in refs:  # each job's end read here: a result never read is logged by Ray, when it is
+        try:          # freed, as an "Unhandled error" with the cancelled task's traceback
+            ray.get(ref, timeout=0)
+        except Exception:
+            pass
