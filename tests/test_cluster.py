@@ -174,7 +174,7 @@ def test_a_two_worker_job_spreads_survives_a_lost_node_and_a_killed_worker_and_l
     at_loss = wait_for_epoch(db, 3)
     assert 3 <= at_loss < epochs
     assert len(cluster_processes(local_cluster["folder"], "RayTrainWorker", "node2/")) == 1  # SPREAD: one worker there
-    assert cluster_processes(local_cluster["folder"], "PreemptionWatcher")  # kept on a cluster of two nodes (off on one)
+    assert cluster_processes(local_cluster["folder"], "PreemptionWatcher")  # on for a cluster's job (off for a Ray of this machine)
     try:
         stopped = subprocess.run([str(ROOT / "cluster/local/stop.sh"), "node2"], env=env, capture_output=True, text=True, timeout=120)
         assert stopped.returncode == 0 and "the head keeps running" in stopped.stdout, stopped.stderr

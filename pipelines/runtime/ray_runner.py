@@ -201,8 +201,8 @@ _TRAINERS: dict[type, type] = {}
 
 
 def raysitter_trainer(trainer_cls: type) -> type:
-    """`trainer_cls` with three changes (the first two to Ray Train's private parts; under a Ray
-    without them, they change nothing):
+    """`trainer_cls` with two changes to Ray Train's private parts (under a Ray without them,
+    neither changes anything):
     - Ctrl-C is left to raysitter. Ray Train's driver answers the first SIGINT by asking its
       controller to abort and then exits with status 1 (its own comment says it meant 0); the
       run would end FAILED, with no resume hint, and with a terminal's Ctrl-C reaching a Ray of
@@ -213,54 +213,19 @@ def raysitter_trainer(trainer_cls: type) -> type:
     - No Ray Datasets, no datasets manager. Ray Train starts a `DatasetManager` actor (a Python
       process of its own, ≈ 1.5 CPU-s) at every worker-group start even when the trainer was
       given no datasets, as raysitter's never are (each worker loads its own data); its
-      callback (`DatasetsCallback`, from `_create_default_callbacks`) is left out then.
-    - No preemption watcher on a one-node Ray (`fit`): Ray Train's `PreemptionWatcher` (another
-      actor process per worker-group start, polling every 5 s) warns the workers of a node
-      being drained, spot instances above all; on a Ray of one node, the node the driver runs
-      on, there is no other node to move to. On a cluster of two or more nodes it stays on, and
-      RAY_TRAIN_ENABLE_PREEMPTION_WATCHER set by the user always wins."""
+      callback (`DatasetsCallback`, from `_create_default_callbacks`) is left out then."""
     if trainer_cls not in _TRAINERS:
         def default_callbacks(self):
             callbacks = trainer_cls._create_default_callbacks(self)
             return callbacks if self.datasets else [c for c in callbacks if type(c).__name__ != "DatasetsCallback"]
-
-        def fit(self):
-            with preemption_watcher_only_on_clusters():
-                return trainer_cls.fit(self)
 
         _TRAINERS[trainer_cls] = type(trainer_cls.__name__, (trainer_cls,), {
             "__module__": trainer_cls.__module__,
             "__doc__": trainer_cls.__doc__,
             "_register_sigint_handler": lambda self, controller: None,
             "_create_default_callbacks": default_callbacks,
-            "fit": fit,
         })
     return _TRAINERS[trainer_cls]
-
-
-PREEMPTION_WATCHER = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"  # read by Ray Train's controller, passed on from the driver
-
-
-@contextmanager
-def preemption_watcher_only_on_clusters() -> Iterator[None]:
-    """Ray Train's preemption watcher off for a fit on a Ray of one node (unless the user set
-    RAY_TRAIN_ENABLE_PREEMPTION_WATCHER); the environment as it was afterwards."""
-    import ray
-
-    if PREEMPTION_WATCHER in os.environ:
-        yield
-        return
-    try:
-        one_node = sum(1 for n in ray.nodes() if n.get("Alive")) == 1
-    except Exception:  # no answer from the GCS: leave Ray Train's default
-        one_node = False
-    if one_node:
-        os.environ[PREEMPTION_WATCHER] = "0"
-    try:
-        yield
-    finally:
-        if one_node:
-            os.environ.pop(PREEMPTION_WATCHER, None)
 
 
 def fit(config: dict[str, Any], context: Any, run_name: str) -> Any:
