@@ -136,12 +136,6 @@ def init_ray(trainer: dict[str, Any]) -> None:
         # redirect a later Job Submission client, which prefers it to the address it is given)
         kwargs["dashboard_port"] = free_port()
         own["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{kwargs['dashboard_port']}"
-    if (address == "local" or not trainer.get("address")) and not ray_logs_wanted():
-        # A Ray on this machine (its own, or a running local one found): Train's preemption
-        # watcher follows node drains (spot instances), and creating it makes the core print an
-        # error-level note about it. Should a found head have spot nodes joined, a drained one is
-        # handled as a lost node (restarted from the checkpoint, trainer.max_failures).
-        own.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     kwargs["runtime_env"] = {"env_vars": own} if own else None
     quiet_token_notice()
     with own_sigterm_handler():
@@ -201,31 +195,91 @@ _TRAINERS: dict[type, type] = {}
 
 
 def raysitter_trainer(trainer_cls: type) -> type:
-    """`trainer_cls` with two changes to Ray Train's private parts (under a Ray without them,
-    neither changes anything):
+    """`trainer_cls` with these changes (the first two to Ray Train's private parts; under a Ray
+    without them, they change nothing):
     - Ctrl-C is left to raysitter. Ray Train's driver answers the first SIGINT by asking its
       controller to abort and then exits with status 1 (its own comment says it meant 0); the
       run would end FAILED, with no resume hint, and with a terminal's Ctrl-C reaching a Ray of
       the command's own at the same moment, the abort itself fails. Without its handler
       (`_register_sigint_handler`), Ctrl-C is a KeyboardInterrupt in the driver, as SIGTERM is
-      (`tracked_run`): the MLflow run ends KILLED, the checkpoints stay, and the command prints
-      how to resume (exit 130).
+      (`tracked_run`): the worker group is aborted (`abort`), the MLflow run ends KILLED, the
+      checkpoints stay, and the command prints how to resume (exit 130).
     - No Ray Datasets, no datasets manager. Ray Train starts a `DatasetManager` actor (a Python
       process of its own, ≈ 1.5 CPU-s) at every worker-group start even when the trainer was
       given no datasets, as raysitter's never are (each worker loads its own data); its
-      callback (`DatasetsCallback`, from `_create_default_callbacks`) is left out then."""
+      callback (`DatasetsCallback`, from `_create_default_callbacks`) is left out then.
+    - No preemption watcher on a Ray of one node (`fit`): Ray Train's `PreemptionWatcher`
+      (another actor process per worker-group start, polling every 5 s, and an error-level
+      note from Ray's core in the terminal when it starts) warns the workers of a node being
+      drained, spot instances above all; on a Ray of one node, the one the driver runs on,
+      there is no other node to move to. On a cluster of two or more nodes it stays on, and
+      RAY_TRAIN_ENABLE_PREEMPTION_WATCHER set by the user always wins."""
     if trainer_cls not in _TRAINERS:
         def default_callbacks(self):
             callbacks = trainer_cls._create_default_callbacks(self)
             return callbacks if self.datasets else [c for c in callbacks if type(c).__name__ != "DatasetsCallback"]
 
+        def keep_controller(self, controller):  # instead of Ray Train's SIGINT handler
+            self._raysitter_controller = controller
+
+        def fit(self):
+            with preemption_watcher_only_on_clusters():
+                try:
+                    return trainer_cls.fit(self)
+                except KeyboardInterrupt:
+                    abort(getattr(self, "_raysitter_controller", None))
+                    raise
+
         _TRAINERS[trainer_cls] = type(trainer_cls.__name__, (trainer_cls,), {
             "__module__": trainer_cls.__module__,
             "__doc__": trainer_cls.__doc__,
-            "_register_sigint_handler": lambda self, controller: None,
+            "_register_sigint_handler": keep_controller,
             "_create_default_callbacks": default_callbacks,
+            "fit": fit,
         })
     return _TRAINERS[trainer_cls]
+
+
+def abort(controller: Any) -> None:
+    """Stops an interrupted run's workers as Ray Train's own Ctrl-C does (the controller's
+    `abort`: the worker group killed, the run ABORTED), before the driver goes on to mark its
+    MLflow run KILLED. Without it, a driver interrupted on a Ray that goes on running (a
+    cancelled ray-launcher job, a command on a warm Ray) left its workers to find their
+    controller gone, each printing "Error in training function" with a traceback. Best effort,
+    at most 15 s: a Ray stopped by the same Ctrl-C has nothing left to abort."""
+    if controller is None:
+        return
+    import ray
+
+    try:
+        ray.get(controller.abort.remote(), timeout=15)
+    except Exception:  # the controller exits as it aborts (RayActorError), or is gone already
+        pass
+
+
+PREEMPTION_WATCHER = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"  # read by Ray Train's controller, passed on from the driver
+
+
+@contextmanager
+def preemption_watcher_only_on_clusters() -> Iterator[None]:
+    """Ray Train's preemption watcher off for a fit on a Ray of one node (unless the user set
+    RAY_TRAIN_ENABLE_PREEMPTION_WATCHER); the environment as it was afterwards."""
+    import ray
+
+    if PREEMPTION_WATCHER in os.environ:
+        yield
+        return
+    try:
+        one_node = sum(1 for n in ray.nodes() if n.get("Alive")) == 1
+    except Exception:  # no answer from the GCS: leave Ray Train's default
+        one_node = False
+    if one_node:
+        os.environ[PREEMPTION_WATCHER] = "0"
+    try:
+        yield
+    finally:
+        if one_node:
+            os.environ.pop(PREEMPTION_WATCHER, None)
 
 
 def fit(config: dict[str, Any], context: Any, run_name: str) -> Any:

@@ -67,7 +67,18 @@ class RaySession:
         import ray.train
 
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.train.report(metrics, checkpoint=checkpoint)
+        try:
+            ray.train.report(metrics, checkpoint=checkpoint)
+        except ray.exceptions.RayActorError:
+            # The run's synchronisation actor is gone: Ray Train is stopping this worker group
+            # (an interrupted driver's abort kills the workers, then that actor, and the kill can
+            # reach this process a moment after). Wait for it rather than have Ray Train print
+            # "Error in training function" with a traceback; were it a real loss, it is raised
+            # 10 s later.
+            import time
+
+            time.sleep(10)
+            raise
 
     def checkpoint_to_resume(self) -> str | None:
         return None if self._resume is None else readable_checkpoint(self._resume)
