@@ -108,7 +108,7 @@ def test_a_submitted_multirun_runs_its_jobs_concurrently_on_the_cluster(local_cl
     result = raysitter(["submit", "--address", local_cluster["dashboard"], "--", "train", "-m", "seed=1,2", "trainer.epochs=2",
                         "diagnostics=off"], env, tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "2 job(s) on Ray (hydra/launcher=ray)" in result.stdout and "2 runs" in result.stdout
+    assert "2 job(s) on Ray (hydra/launcher=ray)" in result.stdout and "2 runs" in result.stdout, result.stdout[-4000:] + result.stderr[-2000:]
     _, found = runs(out)
     assert sorted((r.data.params["seed"], r.info.status) for r in found) == [("1", "FINISHED"), ("2", "FINISHED")]
     (a_start, a_end), (b_start, b_end) = [(r.info.start_time, r.info.end_time) for r in found]

@@ -64,7 +64,9 @@ class MultirunSummary(Callback):
             exp = client.get_experiment_by_name(OmegaConf.select(config, "tracking.experiment"))
             runs = client.search_runs([exp.experiment_id], f"tags.`raysitter.multirun` = '{group}'") if exp else []
         with_run = {run.data.tags.get("raysitter.multirun.job") for run in runs}
-        table = Table(title=f"multirun {group}: {len(runs)} runs" + (f", {len(FAILED)} failed job(s)" if FAILED else ""))
+        # the folder under the table: in the title a long one wrapped it mid-phrase ("2 ⏎ runs")
+        table = Table(title=f"multirun: {len(runs)} runs" + (f", {len(FAILED)} failed job(s)" if FAILED else ""),
+                      caption=group, caption_justify="left")
         for col in ("job", "overrides", "status", "val/acc", "test/acc", "run id"):
             table.add_column(col)
         for run in sorted(runs, key=lambda r: int(r.data.tags.get("raysitter.multirun.job", 0))):

@@ -136,6 +136,11 @@ def init_ray(trainer: dict[str, Any]) -> None:
         # redirect a later Job Submission client, which prefers it to the address it is given)
         kwargs["dashboard_port"] = free_port()
         own["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{kwargs['dashboard_port']}"
+    elif address != "auto" and "://" not in address and "RAY_ADDRESS" not in taken:
+        # Joining a Ray by its address: the job's processes are told it too. Ray Train's state
+        # lookups (its placement-group cleaner) otherwise look for "the" Ray on their machine
+        # and fail, with a traceback in the terminal, when several run there.
+        own.setdefault("RAY_ADDRESS", address)
     kwargs["runtime_env"] = {"env_vars": own} if own else None
     quiet_token_notice()
     with own_sigterm_handler():
