@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import functools
 import logging
+import math
 import os
 from pathlib import Path
 import sys
@@ -58,6 +59,17 @@ def compose_trials(config: dict, space: dict[str, Dist], stage: int, state: dict
     return trials
 
 
+def asha_rungs(search: dict, epochs: int) -> list[int]:
+    """The epochs at which ASHA may stop a trial of a stage this long (its rungs: grace period
+    × reduction factor^k below `epochs`); none without ASHA. A trial that Tune stops anywhere
+    else before its last epoch was interrupted."""
+    if search["scheduler"] != "asha":
+        return []
+    grace, factor = search["grace_period"], search["reduction_factor"]
+    rungs = int(math.log(epochs / grace) / math.log(factor) + 1) if epochs >= grace else 0
+    return sorted({math.ceil(grace * factor**k) for k in range(rungs)} - {epochs})
+
+
 def run_stage(config: dict, space: dict[str, Dist], stage: int, state: dict, tracker: RunTracker, restore: bool) -> list[dict]:
     """One stage as one Tuner over the trials `compose_trials` made; returns a dict per trial
     (its values, last metrics, epochs run)."""
@@ -73,7 +85,7 @@ def run_stage(config: dict, space: dict[str, Dist], stage: int, state: dict, tra
         "sweep": {
             "name": state["name"], "stage": stage, "parent_run_id": tracker.run_id, "experiment_id": tracker.experiment_id,
             "tracking_uri": tracker.uri, "storage": str(Path(config["output_dir"]) / "ray_results" / state["name"] / "trials"),
-            "backend": backend, "data": state.get("data"),
+            "backend": backend, "data": state.get("data"), "stops_at": asha_rungs(s, spec["epochs"]),
         },
         "trials": trials_spec,
     }

@@ -84,3 +84,14 @@ def test_bad_search_input_exits_2_before_anything_starts(overrides, text, output
     assert exit_info.value.code == 2
     assert text in capsys.readouterr().err
     assert not (output_dir / "sweeps").exists() and not (output_dir / "ray_results").exists()
+
+
+@pytest.mark.parametrize("grace, factor, epochs", [(1, 2, 8), (1, 2, 10), (2, 3, 20), (1, 2.5, 16), (3, 2, 3)])
+def test_asha_rungs_are_the_epochs_asha_stops_trials_at(grace, factor, epochs):
+    # a trial Tune stops anywhere else was interrupted (its run is labelled so, not early_stopped)
+    from ray.tune.schedulers.async_hyperband import _Bracket
+
+    bracket = _Bracket(min_t=grace, max_t=epochs, reduction_factor=factor, s=0)
+    asha = sorted({math.ceil(m) for m, _ in bracket._rungs} - {epochs})
+    assert tune.asha_rungs({"scheduler": "asha", "grace_period": grace, "reduction_factor": factor}, epochs) == asha
+    assert tune.asha_rungs({"scheduler": "none", "grace_period": grace, "reduction_factor": factor}, epochs) == []

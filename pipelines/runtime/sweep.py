@@ -172,9 +172,12 @@ def run_trial(params: dict[str, Any], stage: dict[str, Any]) -> None:
         if e.code not in (0, None):
             client.set_terminated(run_id, "FAILED")
             raise
-        # Tune stops a trial by exiting its report call: at the last epoch or by the scheduler
-        done = client.get_run(run_id).data.metrics.get("epoch", 0) >= config["trainer"]["epochs"]
-        set_tag(client, run_id, "raysitter.outcome", "completed" if done else "early_stopped")
+        # Tune stops a trial by exiting its report call: at the last epoch, by the scheduler (at
+        # one of its rungs), or because the sweep was interrupted (Ctrl-C: anywhere else)
+        epoch = int(client.get_run(run_id).data.metrics.get("epoch", 0))
+        done = epoch >= config["trainer"]["epochs"]
+        outcome = "completed" if done else "early_stopped" if epoch in sweep.get("stops_at", ()) else "interrupted"
+        set_tag(client, run_id, "raysitter.outcome", outcome)
         client.set_terminated(run_id, "FINISHED" if done else "KILLED")
         raise
     except BaseException:
