@@ -1,7 +1,7 @@
 """Starting (or joining) Ray and running the per-worker function under a TorchTrainer (Train V2)."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 import logging
 import os
@@ -106,9 +106,14 @@ def resolve_address(trainer: dict[str, Any]) -> str:
     return found[0]
 
 
-def init_ray(trainer: dict[str, Any]) -> None:
+_OWN_RAY: dict[str, bool] = {}  # "started": this process started the Ray it is connected to
+
+
+def init_ray(trainer: dict[str, Any], one_fit: bool = False) -> None:
     """Joins `trainer.address` (or RAY_ADDRESS) when set, else a running local Ray (said so),
-    else starts a quiet local Ray of its own."""
+    else starts a quiet local Ray of its own. `one_fit`: the command runs a single Ray Train fit
+    and nothing after it needs Ray (`fit`), so a Ray of its own starts without its dashboard
+    (see `raysitter_trainer`)."""
     import ray
 
     env = ray_env(trainer)
@@ -126,7 +131,11 @@ def init_ray(trainer: dict[str, Any]) -> None:
         logging_level=logging.WARNING,
         log_to_driver=True,
     )
-    if address == "local":
+    if address == "local" and one_fit:
+        # the dashboard (≈ 1 s and several CPU-seconds to start, on a machine the fit needs) serves
+        # only Ray Train's placement-group cleaner here, which one fit does without
+        kwargs["include_dashboard"] = False
+    elif address == "local":
         kwargs["include_dashboard"] = True
         kwargs["dashboard_host"] = "127.0.0.1"
         # Ray Train's state lookups (its placement-group cleaner) find "the" local Ray by scanning
@@ -145,6 +154,7 @@ def init_ray(trainer: dict[str, Any]) -> None:
     quiet_token_notice()
     with own_sigterm_handler():
         ray.init(address=address, **kwargs)
+    _OWN_RAY["started"] = address == "local" and one_fit  # `fit` stops it once its one fit is over
     for name in ("ray", "ray.train", "ray.tune", "ray.data"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -165,9 +175,10 @@ def own_sigterm_handler() -> Iterator[None]:
 
 
 def make_trainer(config: dict[str, Any], context: Any, run_name: str, storage_path: str | None = None,
-                 callbacks: list | None = None) -> Any:
+                 callbacks: list | None = None, one_fit: bool = False) -> Any:
     """A TorchTrainer running `pipelines.runtime.worker.train_worker` on `trainer.num_workers` DDP
-    workers; each gets the config and, beside it, the run's context (pipelines.runtime.context)."""
+    workers; each gets the config and, beside it, the run's context (pipelines.runtime.context).
+    `one_fit`: this fit is its driver's last use of Ray (see `raysitter_trainer`)."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -177,7 +188,7 @@ def make_trainer(config: dict[str, Any], context: Any, run_name: str, storage_pa
 
     t = config["trainer"]
     storage, filesystem = (storage_path, None) if storage_path else ray_storage(config)
-    return raysitter_trainer(TorchTrainer)(
+    trainer = raysitter_trainer(TorchTrainer)(
         train_worker,
         train_loop_config=worker_payload(config, context),
         torch_config=TorchConfig(backend="nccl" if t["use_gpu"] else "gloo"),
@@ -194,6 +205,8 @@ def make_trainer(config: dict[str, Any], context: Any, run_name: str, storage_pa
             callbacks=callbacks or [],
         ),
     )
+    trainer._raysitter_one_fit = one_fit
+    return trainer
 
 
 _TRAINERS: dict[type, type] = {}
@@ -218,11 +231,19 @@ def raysitter_trainer(trainer_cls: type) -> type:
       note from Ray's core in the terminal when it starts) warns the workers of a node being
       drained, spot instances above all; on a Ray of one node, the one the driver runs on,
       there is no other node to move to. On a cluster of two or more nodes it stays on, and
-      RAY_TRAIN_ENABLE_PREEMPTION_WATCHER set by the user always wins."""
+      RAY_TRAIN_ENABLE_PREEMPTION_WATCHER set by the user always wins.
+    - No placement-group cleaner for a driver's one fit (`make_trainer(one_fit=True)`: `train`
+      and `finetune` outside a multirun). Ray Train starts it (a detached actor process asking
+      the dashboard every second whether the controller lives) to free the workers' placement
+      group should the controller die while its driver goes on to other work. A placement
+      group lives at most as long as the driver's job, and this driver ends right after its
+      fit; multirun jobs, sweep trials and notebooks keep the cleaner."""
     if trainer_cls not in _TRAINERS:
         def default_callbacks(self):
-            callbacks = trainer_cls._create_default_callbacks(self)
-            return callbacks if self.datasets else [c for c in callbacks if type(c).__name__ != "DatasetsCallback"]
+            drop = set() if self.datasets else {"DatasetsCallback"}
+            if getattr(self, "_raysitter_one_fit", False):
+                drop.add("PlacementGroupCleanerCallback")
+            return [c for c in trainer_cls._create_default_callbacks(self) if type(c).__name__ not in drop]
 
         def keep_controller(self, controller):  # instead of Ray Train's SIGINT handler
             self._raysitter_controller = controller
@@ -287,7 +308,31 @@ def preemption_watcher_only_on_clusters() -> Iterator[None]:
             os.environ.pop(PREEMPTION_WATCHER, None)
 
 
-def fit(config: dict[str, Any], context: Any, run_name: str) -> Any:
-    """Starts or joins Ray, trains, and returns Ray's Result."""
-    init_ray(config["trainer"])
-    return make_trainer(config, context, run_name).fit()
+def fit(config: dict[str, Any], context: Any, run_name: str, one_fit: bool = False,
+        meanwhile: Callable[[], None] | None = None) -> Any:
+    """Starts or joins Ray, trains, and returns Ray's Result. `one_fit`: the command's only fit
+    (not a multirun job): a Ray this process started is stopped as soon as the fit ends, in the
+    background (`release_own_ray`), while the driver logs the result. `meanwhile` runs in a
+    thread of its own once Ray is up, beside the fit."""
+    init_ray(config["trainer"], one_fit)
+    if meanwhile is not None:
+        import threading
+
+        threading.Thread(target=meanwhile, name="raysitter-meanwhile").start()
+    result = make_trainer(config, context, run_name, one_fit=one_fit).fit()
+    if one_fit:
+        release_own_ray()
+    return result
+
+
+def release_own_ray() -> None:
+    """Stops the Ray this process started, in a thread: the interpreter joins it before its
+    atexit hooks run (where Ray would otherwise stop itself, after a half-second pause for
+    worker logs, which have all arrived once a fit has returned). A Ray it joined is left as is."""
+    import threading
+
+    import ray
+
+    if not _OWN_RAY.pop("started", False):
+        return
+    threading.Thread(target=ray.shutdown, name="raysitter-ray-shutdown").start()

@@ -122,6 +122,23 @@ def log_final_model(tracker: RunTracker, checkpoint_dir: str) -> None:
     tracker.ended = True  # leaving start_run's block marked the run FINISHED
 
 
+def prepare_model_export() -> None:
+    """Loads what `log_final_model` needs (torch.export with torch's compiler, MLflow's PyTorch
+    flavour, MLflow's map of installed packages, which it reads to check the model's pinned
+    requirement: ≈ 3 s together here) while the fit runs; a failure here changes nothing (the
+    export loads it again and reports)."""
+    import importlib
+
+    try:
+        for module in ("mlflow.pytorch", "torch._dynamo", "torch.export._trace"):
+            importlib.import_module(module)
+        from mlflow.utils import requirements_utils
+
+        requirements_utils._init_packages_to_modules_map()
+    except Exception:
+        pass
+
+
 def train(cfg: DictConfig, pipeline: str = "train", adjust: Any = None) -> dict[str, float]:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     overrides = list(HydraConfig.get().overrides.task)
@@ -187,9 +204,11 @@ def fit_and_log(config: dict[str, Any], context: RunContext, key: str, tracker: 
 
     from pipelines.runtime.progress import EpochProgress
 
+    # the driver waits on Ray during the fit: meanwhile it loads what the model export needs
+    meanwhile = prepare_model_export if config["tracking"].get("log_model", True) else None
     try:
         with EpochProgress(tracker.uri, tracker.run_id, config["trainer"]["epochs"]):
-            result = ray_runner.fit(config, context, key)
+            result = ray_runner.fit(config, context, key, one_fit=not in_multirun(), meanwhile=meanwhile)
     except Exception as e:  # Ray has already shown the worker's traceback above
         lines = [ln for ln in str(e).splitlines() if ln.strip()]
         raise TrainingFailed(lines[-1] if lines else type(e).__name__) from e

@@ -166,6 +166,25 @@ def blame(group: str) -> Iterator[None]:
         ) from None
 
 
+@contextmanager
+def without_compiler_import() -> Iterator[None]:
+    """Building an optimizer imports torch's compiler (torch._dynamo, ≈ 1 s here): its
+    `add_param_group` is wrapped, for torch.compile's sake, by a decorator that imports the
+    compiler on first call and keeps what it made in the function's `__dynamo_disable`. This
+    process only checks that the optimizer builds and compiles nothing, so for that check the
+    decorator is handed the plain function; afterwards it is as it was. (Should torch change
+    the decorator, the attribute is ignored and the import merely happens.)"""
+    plain = getattr(torch.optim.Optimizer.add_param_group, "__wrapped__", None)
+    if plain is None or "torch._dynamo" in sys.modules or hasattr(plain, "__dynamo_disable"):
+        yield
+        return
+    setattr(plain, "__dynamo_disable", plain)
+    try:
+        yield
+    finally:
+        delattr(plain, "__dynamo_disable")
+
+
 def check_components(config: dict, input_shape: tuple[int, ...], num_classes: int) -> torch.nn.Module:
     """Builds model, optimizer, scheduler and augmentation once on a tiny batch, so a bad value
     fails here (exit 2) instead of as a traceback inside a Ray worker."""
@@ -178,9 +197,9 @@ def check_components(config: dict, input_shape: tuple[int, ...], num_classes: in
     with blame("model"):
         net.train()
         net(x).sum().backward()
-    with blame("optimizer"):
+    with blame("optimizer"), without_compiler_import():
         opt = build.optimizer(config["optimizer"], net)
-    with blame("scheduler"):
+    with blame("scheduler"), without_compiler_import():
         build.scheduler(config["scheduler"], opt)
     with blame("augment"):
         build.augment(config["augment"])(x)
