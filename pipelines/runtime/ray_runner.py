@@ -106,20 +106,20 @@ def resolve_address(trainer: dict[str, Any]) -> str:
     return found[0]
 
 
-_OWN_RAY: dict[str, bool] = {}  # "started": this process started the Ray it is connected to
+_OWN_RAY: dict[str, Any] = {}  # "started": a Ray this process started for its one fit; "keeper": the RayStart that started it
 
 
-def init_ray(trainer: dict[str, Any], one_fit: bool = False) -> None:
+def init_ray(trainer: dict[str, Any], one_fit: bool = False) -> bool:
     """Joins `trainer.address` (or RAY_ADDRESS) when set, else a running local Ray (said so),
     else starts a quiet local Ray of its own. `one_fit`: the command runs a single Ray Train fit
     and nothing after it needs Ray (`fit`), so a Ray of its own starts without its dashboard
-    (see `raysitter_trainer`)."""
+    (see `raysitter_trainer`). Returns whether it started a Ray of its own."""
     import ray
 
     env = ray_env(trainer)
     os.environ.update(env)  # a local Ray's processes inherit the driver's environment
     if ray.is_initialized():
-        return
+        return False
     address = resolve_address(trainer)
     # Inside a submitted job, Ray refuses a ray.init runtime_env that repeats a key of the job's
     # own; the job's values (what `raysitter submit` set) win.
@@ -157,6 +157,63 @@ def init_ray(trainer: dict[str, Any], one_fit: bool = False) -> None:
     _OWN_RAY["started"] = address == "local" and one_fit  # `fit` stops it once its one fit is over
     for name in ("ray", "ray.train", "ray.tune", "ray.data"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    return address == "local"
+
+
+class RayStart:
+    """`init_ray` in a thread of its own, started as soon as a command knows it will train: the
+    driver opens its MLflow run meanwhile (Ray's processes take seconds to come up). `wait`
+    returns once Ray is up and raises what `init_ray` raised.
+
+    A Ray this thread starts lives as long as the thread: Ray starts its processes to be killed
+    when their parent dies, and Linux counts the starting *thread* as the parent. So the thread
+    stays (parked) until told to stop that Ray (`release_own_ray`, or the process's exit), and
+    stops it itself."""
+
+    def __init__(self, trainer: dict[str, Any], one_fit: bool = False) -> None:
+        import threading
+
+        self.error: BaseException | None = None
+        self.ready, self.stop = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(trainer, one_fit), name="raysitter-ray", daemon=True)
+        self.thread.start()
+
+    def _run(self, trainer: dict[str, Any], one_fit: bool) -> None:
+        import atexit
+
+        # Ray notes that it sets no SIGTERM handler outside the main thread: raysitter's own
+        # handler (tracked_run) is the one wanted anyway
+        worker_log = logging.getLogger("ray._private.worker")
+        level = worker_log.level
+        worker_log.setLevel(logging.ERROR)
+        try:
+            started = init_ray(trainer, one_fit)
+            if started:
+                _OWN_RAY["keeper"] = self
+                atexit.register(self.release)  # after Ray's own exit hook, so it runs before it
+        except BaseException as e:  # handed to the thread that waits
+            self.error = e
+            return
+        finally:
+            worker_log.setLevel(level)
+            self.ready.set()
+        if not started:  # joined a Ray (or one was up already): nothing here dies with this thread
+            return
+        self.stop.wait()
+        import ray
+
+        ray.shutdown()
+
+    def wait(self) -> None:
+        self.ready.wait()
+        if self.error is not None:
+            raise self.error
+
+    def release(self, wait: bool = True) -> None:
+        """Stops the Ray this thread started (waits for it unless `wait` is false)."""
+        self.stop.set()
+        if wait:
+            self.thread.join(timeout=60)
 
 
 @contextmanager
@@ -309,12 +366,15 @@ def preemption_watcher_only_on_clusters() -> Iterator[None]:
 
 
 def fit(config: dict[str, Any], context: Any, run_name: str, one_fit: bool = False,
-        meanwhile: Callable[[], None] | None = None) -> Any:
-    """Starts or joins Ray, trains, and returns Ray's Result. `one_fit`: the command's only fit
-    (not a multirun job): a Ray this process started is stopped as soon as the fit ends, in the
-    background (`release_own_ray`), while the driver logs the result. `meanwhile` runs in a
-    thread of its own once Ray is up, beside the fit."""
-    init_ray(config["trainer"], one_fit)
+        meanwhile: Callable[[], None] | None = None, ray_start: RayStart | None = None) -> Any:
+    """Starts or joins Ray (or waits for `ray_start` to), trains, and returns Ray's Result.
+    `one_fit`: the command's only fit (not a multirun job): a Ray this process started is
+    stopped as soon as the fit ends, in the background (`release_own_ray`), while the driver
+    logs the result. `meanwhile` runs in a thread of its own once Ray is up, beside the fit."""
+    if ray_start is not None:
+        ray_start.wait()
+    else:
+        init_ray(config["trainer"], one_fit)
     if meanwhile is not None:
         import threading
 
@@ -333,6 +393,10 @@ def release_own_ray() -> None:
 
     import ray
 
+    keeper = _OWN_RAY.pop("keeper", None)
     if not _OWN_RAY.pop("started", False):
+        return
+    if keeper is not None:  # started in a thread of its own (RayStart), which stops it
+        keeper.release(wait=False)
         return
     threading.Thread(target=ray.shutdown, name="raysitter-ray-shutdown").start()

@@ -164,7 +164,10 @@ def train(cfg: DictConfig, pipeline: str = "train", adjust: Any = None) -> dict[
         if earlier:
             print(f"raysitter {pipeline}: a run named {name!r} exists already; this is a new run, trained from scratch "
                   f"(to continue the earlier one instead: {resume.command(pipeline, earlier[-1])})", flush=True)
+    from pipelines.runtime import ray_runner
+
     started = time.perf_counter()
+    ray_start = ray_runner.RayStart(config["trainer"], one_fit=not in_multirun())  # comes up while the MLflow run opens
     try:
         with tracked_run(config, name, tags, resume_run_id) as tracker:
             if net is not None:
@@ -176,7 +179,7 @@ def train(cfg: DictConfig, pipeline: str = "train", adjust: Any = None) -> dict[
                     context = replace(context, label=f"job{tags['raysitter.multirun.job']}")
                 key = resume.storage_key(name, tracker.run_id)
                 resume.save(config, context, name, key, tags, choices, run.overrides)
-            metrics, checkpoint = fit_and_log(config, context, key, tracker, choices, tags, started)
+            metrics, checkpoint = fit_and_log(config, context, key, tracker, choices, tags, started, ray_start)
     except KeyboardInterrupt:
         if key is None:  # nothing saved yet: nothing to resume
             raise
@@ -197,7 +200,7 @@ def redact_override(override: str) -> str:
 
 
 def fit_and_log(config: dict[str, Any], context: RunContext, key: str, tracker: RunTracker, choices: dict[str, Any],
-                tags: dict[str, str], started: float) -> tuple[dict[str, float], str | None]:
+                tags: dict[str, str], started: float, ray_start: Any = None) -> tuple[dict[str, float], str | None]:
     """Ray Train (its run named by the storage `key`), then the run's result in MLflow:
     description, outcome, checkpoint, model."""
     from pipelines.runtime import ray_runner
@@ -208,7 +211,7 @@ def fit_and_log(config: dict[str, Any], context: RunContext, key: str, tracker: 
     meanwhile = prepare_model_export if config["tracking"].get("log_model", True) else None
     try:
         with EpochProgress(tracker.uri, tracker.run_id, config["trainer"]["epochs"]):
-            result = ray_runner.fit(config, context, key, one_fit=not in_multirun(), meanwhile=meanwhile)
+            result = ray_runner.fit(config, context, key, one_fit=not in_multirun(), meanwhile=meanwhile, ray_start=ray_start)
     except Exception as e:  # Ray has already shown the worker's traceback above
         lines = [ln for ln in str(e).splitlines() if ln.strip()]
         raise TrainingFailed(lines[-1] if lines else type(e).__name__) from e
