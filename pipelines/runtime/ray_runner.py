@@ -393,10 +393,10 @@ def release_own_ray() -> None:
 
     import ray
 
-    keeper = _OWN_RAY.pop("keeper", None)
     if not _OWN_RAY.pop("started", False):
         return
+    keeper = _OWN_RAY.pop("keeper", None)
     if keeper is not None:  # started in a thread of its own (RayStart), which stops it
         keeper.release(wait=False)
-        return
-    threading.Thread(target=ray.shutdown, name="raysitter-ray-shutdown").start()
+    else:
+        threading.Thread(target=ray.shutdown, name="raysitter-ray-shutdown").start()
