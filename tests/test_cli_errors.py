@@ -202,6 +202,7 @@ CONSOLE = [
     (["train", "trainer.epochs=0"], "trainer.epochs"),
     (["tune", "search.mode=maximum"], "search.mode"),
     (["finetune", "zoo=x", "finetune.strategy=all"], "finetune.strategy"),
+    (["train", "trainer.address=127.0.0.1:1"], "trainer.address"),  # Ray would retry it for ever
 ]
 
 

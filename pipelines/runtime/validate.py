@@ -77,6 +77,31 @@ def check_numbers(config: dict) -> None:
               "trainer=gpu); this CPU run uses fp32 and the default memory layout.", file=sys.stderr, flush=True)
 
 
+def check_ray_address(config: dict) -> None:
+    """A Ray given by its address (`trainer.address`, or RAY_ADDRESS through it) answers there.
+    Ray itself would go on retrying an address where nothing listens, printing a warning every
+    few seconds, and never give up."""
+    import socket
+
+    address = config["trainer"].get("address")
+    if not address or str(address) in ("auto", "local") or "://" in str(address):
+        return  # Ray's own lookup, a Ray of the command's own, or a Ray client / job server
+    host, _, port = str(address).rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=3):
+            return
+    except (OSError, ValueError):
+        pass
+    given = " (from RAY_ADDRESS)" if os.environ.get("RAY_ADDRESS") == str(address) else ""
+    raise UserError(
+        "trainer.address",
+        f"is {address}{given}, but no Ray answers there.",
+        "start that Ray (ray start --head, or cluster/local/start.sh for a local cluster), give the head's GCS "
+        "address (host:6379 unless started with another --port), or pass trainer.address=local (RAY_ADDRESS=local) "
+        "for a Ray of this command's own.",
+    )
+
+
 def check_data(config: dict) -> tuple[tuple[int, ...], int]:
     """The dataset exists; returns its (input shape, number of classes)."""
     data = config["data"]
@@ -386,6 +411,7 @@ def prepare(cfg: DictConfig, adjust: Callable[[dict], tuple[list[str], RunContex
     draft["output_dir"] = absolute(draft["output_dir"])
     check_storage(draft)
     check_numbers(draft)
+    check_ray_address(draft)
     input_shape, num_classes = check_data(draft)
     sizes = check_splits(draft)
     adopted, context = [], RunContext()
