@@ -106,7 +106,7 @@ def resolve_address(trainer: dict[str, Any]) -> str:
     return found[0]
 
 
-_OWN_RAY: dict[str, Any] = {}  # "started": a Ray this process started for its one fit; "keeper": the RayStart that started it
+_OWN_RAY: dict[str, Any] = {}  # "keeper": the RayStart whose thread started this process's Ray
 
 
 def init_ray(trainer: dict[str, Any], one_fit: bool = False) -> bool:
@@ -154,7 +154,6 @@ def init_ray(trainer: dict[str, Any], one_fit: bool = False) -> bool:
     quiet_token_notice()
     with own_sigterm_handler():
         ray.init(address=address, **kwargs)
-    _OWN_RAY["started"] = address == "local" and one_fit  # `fit` stops it once its one fit is over
     for name in ("ray", "ray.train", "ray.tune", "ray.data"):
         logging.getLogger(name).setLevel(logging.WARNING)
     return address == "local"
@@ -386,17 +385,10 @@ def fit(config: dict[str, Any], context: Any, run_name: str, one_fit: bool = Fal
 
 
 def release_own_ray() -> None:
-    """Stops the Ray this process started, in a thread: the interpreter joins it before its
-    atexit hooks run (where Ray would otherwise stop itself, after a half-second pause for
-    worker logs, which have all arrived once a fit has returned). A Ray it joined is left as is."""
-    import threading
-
-    import ray
-
-    if not _OWN_RAY.pop("started", False):
-        return
+    """Stops the Ray this process started for its one fit (`RayStart`'s thread does, while the
+    driver goes on logging; the exit hooks wait for it), instead of Ray's exit hook, which first
+    pauses half a second for worker logs that have all arrived once a fit has returned. A Ray it
+    joined is left as is."""
     keeper = _OWN_RAY.pop("keeper", None)
-    if keeper is not None:  # started in a thread of its own (RayStart), which stops it
+    if keeper is not None:
         keeper.release(wait=False)
-    else:
-        threading.Thread(target=ray.shutdown, name="raysitter-ray-shutdown").start()
