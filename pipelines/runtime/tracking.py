@@ -114,7 +114,8 @@ def tracked_run(
 ) -> Iterator[RunTracker]:
     """Ends the run FINISHED on success, KILLED on Ctrl-C/SIGTERM and FAILED on any error. The
     first Ctrl-C or SIGTERM raises KeyboardInterrupt; more of them (Ctrl-C pressed again) are
-    ignored until the run is marked, so they cannot leave it RUNNING."""
+    ignored until the run is marked, so they cannot leave it RUNNING, and, unless a multirun goes on
+    with its next job, for as long as the command takes to stop."""
     tracker = RunTracker(config, run_name, tags, resume_run_id)
 
     def on_stop(signum: int, frame: Any) -> None:
@@ -128,6 +129,10 @@ def tracked_run(
         tracker.end("FINISHED")
     except KeyboardInterrupt:
         tracker.end("KILLED")
+        from pipelines.runtime.multirun import in_multirun
+
+        if not in_multirun():  # the command stops: Ctrl-C pressed again stays ignored on the way out (not a traceback)
+            previous = {}
         raise
     except BaseException:
         tracker.end("FAILED")
