@@ -77,6 +77,28 @@ def test_trainer_settings_reach_ray_train(compose_train, tmp_path):
     assert run.storage_path == str(tmp_path / "ray_results")
 
 
+def test_one_cpu_worker_trains_without_a_process_group_and_its_config_unpickles_without_torch(compose_train, tmp_path):
+    """A lone CPU worker gets a backend that sets up no torch.distributed group, and the Ray
+    Train controller, which unpickles it, need not import torch for it (≈ 2 s of every fit's
+    start here); two workers, or a GPU, get Ray's TorchConfig."""
+    import pickle
+    import subprocess
+    import sys
+
+    from ray.train.torch import TorchConfig
+
+    from pipelines.runtime.ray_runner import torch_config
+
+    config = plain(compose_train, [])
+    one = torch_config(config["trainer"])
+    assert not isinstance(one, TorchConfig) and one.backend == "gloo" and one.framework.name == "TORCH"
+    assert isinstance(torch_config({**config["trainer"], "num_workers": 2}), TorchConfig)
+    assert torch_config({**config["trainer"], "use_gpu": True}).backend == "nccl"
+    probe = "import pickle, sys; pickle.loads(sys.stdin.buffer.read()).backend_cls(); print('torch' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", probe], input=pickle.dumps(one), capture_output=True, timeout=120)
+    assert loaded.stdout.decode().strip() == "False", loaded.stderr.decode()[-2000:]
+
+
 def test_a_composed_run_config_is_read_only_and_still_trains_pickles_and_serialises(tmp_path):
     import copy
     import json

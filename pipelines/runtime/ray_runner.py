@@ -236,7 +236,7 @@ def make_trainer(config: dict[str, Any], context: Any, run_name: str, storage_pa
     workers; each gets the config and, beside it, the run's context (pipelines.runtime.context).
     `one_fit`: this fit is its driver's last use of Ray (see `raysitter_trainer`)."""
     import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchTrainer
 
     from pipelines.runtime.worker import train_worker, worker_payload
 
@@ -247,7 +247,7 @@ def make_trainer(config: dict[str, Any], context: Any, run_name: str, storage_pa
     trainer = raysitter_trainer(TorchTrainer)(
         train_worker,
         train_loop_config=worker_payload(config, context),
-        torch_config=TorchConfig(backend="nccl" if t["use_gpu"] else "gloo"),
+        torch_config=torch_config(t),
         scaling_config=ray.train.ScalingConfig(
             num_workers=t["num_workers"], use_gpu=t["use_gpu"], resources_per_worker=dict(t["resources_per_worker"]),
             placement_strategy=t.get("placement_strategy", "PACK"),
@@ -263,6 +263,29 @@ def make_trainer(config: dict[str, Any], context: Any, run_name: str, storage_pa
     )
     trainer._raysitter_one_fit = one_fit
     return trainer
+
+
+def torch_config(trainer: dict[str, Any]) -> Any:
+    """The TorchTrainer's `torch_config`: Ray's TorchConfig (a torch.distributed process group
+    across the workers), except for one worker on the CPU, which has no one to talk to
+    (`one_cpu_worker_config`)."""
+    if trainer["num_workers"] == 1 and not trainer["use_gpu"]:
+        return one_cpu_worker_config()
+    from ray.train.torch import TorchConfig
+
+    return TorchConfig(backend="nccl" if trainer["use_gpu"] else "gloo")
+
+
+def one_cpu_worker_config() -> Any:
+    """A TorchTrainer backend for one worker on the CPU: no process group. Ray's TorchConfig
+    would give the lone worker a gloo group of one (which nothing here uses: the loop reduces
+    over workers only when a group exists, `prepare_model` wraps in DDP only above one
+    worker), and, because its module imports torch at the top, makes the Ray Train controller
+    import torch (≈ 2 s of a fit's start on 2 cores) just to unpickle it. This one lives in a
+    module without torch (`pipelines.runtime.ray_backend`)."""
+    from pipelines.runtime.ray_backend import OneCpuWorkerConfig
+
+    return OneCpuWorkerConfig()
 
 
 _TRAINERS: dict[type, type] = {}
