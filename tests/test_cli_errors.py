@@ -198,6 +198,20 @@ def test_credentials_in_a_tracking_uri_are_never_printed(output_dir, watched, ca
     assert redact("postgresql://u:pw@db/mlflow?sslmode=require") == "postgresql://***@db/mlflow?***"
 
 
+def test_a_misspelt_key_is_named_with_the_keys_spelled_like_it(output_dir, watched, capsys):
+    """A typo in a key's path (not in a value that adds a key) is called a typo, with the
+    config's keys spelled most like it."""
+    from pipelines import train
+
+    for wrong, meant in (("optimzer.lr", "optimizer.lr"), ("trainer.epoch", "trainer.epochs")):
+        with pytest.raises(SystemExit) as exit_info:
+            train.main([f"{wrong}=3"], prog="raysitter train")
+        err = " ".join(capsys.readouterr().err.split())
+        assert exit_info.value.code == 2 and f"error in `{wrong}`: is not a key of this config (a typo?); did you mean {meant}?" in err, err
+        assert f"+{wrong}" not in err  # not told to add the misspelt key
+    assert watched == []
+
+
 CONSOLE = [
     (["train", "trainer.epochs=0"], "trainer.epochs"),
     (["tune", "search.mode=maximum"], "search.mode"),

@@ -153,16 +153,41 @@ def check_overrides(config_name: str, overrides: list[str]) -> None:
     except ConfigCompositionException as e:
         key = re.search(r"Could not override '([^']+)'", str(e))
         missing = re.search(r"Key '([^']+)' is not in struct", f"{e} {e.__cause__}")
-        if key and missing and missing.group(1) != key.group(1).rsplit(".", 1)[-1]:  # the value brings a key the node lacks
+        if key and missing and missing.group(1) not in key.group(1).split("."):  # the value brings a key the node lacks
             raise UserError(key.group(1), f"has no key {missing.group(1)!r}, which the value given to it adds.",
                             f"replace the whole node: '~{key.group(1)}' '+{key.group(1)}=VALUE' (e.g. to change a search "
                             "distribution's kind).") from None
         if key:
             own = key.group(1).split(".")[0] in ("trainer", "tracking", "search", "check", "finetune")  # raysitter reads only its keys
-            raise UserError(key.group(1), "is not a key of this config (a typo?).",
+            near = close_keys(config_name, overrides, key.group(1))
+            raise UserError(key.group(1), "is not a key of this config (a typo?)" + (f"; did you mean {near}?" if near else "."),
                             f"check the spelling: `raysitter {config_name.split('/')[0]} --cfg job` lists every key"
-                            + ("." if own else f"; a new argument for a component is added with +{key.group(1)}=VALUE.")) from None
+                            + ("." if own or near else f"; a new argument for a component is added with +{key.group(1)}=VALUE.")) from None
         raise UserError("config", f"cannot be composed ({' '.join(str(e).split())[:300]}).", "check the overrides against --cfg job.") from None
+
+
+def close_keys(config_name: str, overrides: list[str], key: str) -> str:
+    """The config's keys spelled most like `key` (composed without the override that names it),
+    as `a` or `a or b`; empty when none is close or the rest does not compose."""
+    import difflib
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    rest = [o for o in overrides if o.partition("=")[0].lstrip("+~") != key]
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = OmegaConf.to_container(compose(config_name=config_name, overrides=rest), resolve=False)
+    except Exception:
+        return ""
+
+    def keys(node: object, prefix: str = "") -> list[str]:
+        if not isinstance(node, dict):
+            return []
+        return [k for name, value in node.items() if not str(name).startswith("_")
+                for k in [f"{prefix}{name}", *keys(value, f"{prefix}{name}.")]]
+
+    return " or ".join(difflib.get_close_matches(key, [k for k in keys(cfg) if k.count(".") == key.count(".")], n=2, cutoff=0.8))
 
 
 def with_launcher(config_name: str, args: list[str]) -> list[str]:
