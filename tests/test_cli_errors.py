@@ -92,6 +92,7 @@ CORPUS = [
     ("train", ["diagnostics.every_n_steps=0"], "diagnostics.every_n_steps", False),
     ("train", ["tracking.uri=http://127.0.0.1:9"], "tracking.uri", False),
     ("train", ["tracking.uri={folder}"], "tracking.uri", False),
+    ("train", ["output_dir={text_file}"], "output_dir", False),
     ("train", ["tracking.uri=sqlite:///{text_file}"], "tracking.uri", False),
     ("train", ["tracking.experiment="], "tracking.experiment", False),
     ("train", ["tracking.run_name=my/run"], "tracking.run_name", False),

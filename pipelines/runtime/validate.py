@@ -260,6 +260,7 @@ def check_tracking(config: dict, must_exist: bool = False) -> None:
     """The store is a database or server that answers; nothing is created here. `must_exist`:
     a command that reads runs or the zoo needs a store that holds them already."""
     tracking = config["tracking"]
+    check_output_dir(config["output_dir"])  # runs, checkpoints and (unless tracking.uri) the store go there
     tracking["uri"] = tracking.get("uri") or default_tracking_uri(config["output_dir"])
     uri = tracking["uri"]
     try:
@@ -275,6 +276,21 @@ def check_tracking(config: dict, must_exist: bool = False) -> None:
     if must_exist and uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         raise UserError("tracking.uri", f"there is no MLflow store at {uri} yet, so it holds no runs or zoo models.",
                         "train something first (raysitter train), or set RAYSITTER_OUTPUT_DIR / tracking.uri to the store your runs went to.")
+
+
+def check_output_dir(output_dir: str) -> None:
+    """OUTPUT_DIR (`output_dir`, from RAYSITTER_OUTPUT_DIR) is a folder this process can write
+    in, or can be made one; nothing is created here."""
+    path = Path(os.path.expanduser(str(output_dir))).absolute()
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    why = ("is a file, not a folder" if path.exists() and not path.is_dir()
+           else f"lies below {existing}, which is a file" if existing is not None and not existing.is_dir()
+           else f"cannot be written ({existing} is not writable)" if existing is not None and not os.access(existing, os.W_OK | os.X_OK)
+           else "")
+    if why:
+        raise UserError("output_dir", f"{path} (RAYSITTER_OUTPUT_DIR or output_dir=) {why}; runs, checkpoints and the embedded "
+                        "MLflow store go there.", "point RAYSITTER_OUTPUT_DIR (or output_dir=) at a folder you can write, or leave "
+                        "it unset for ./outputs.")
 
 
 def check_storage(config: dict) -> None:
