@@ -279,13 +279,13 @@ def check_tracking(config: dict, must_exist: bool = False) -> None:
 
 
 def check_output_dir(output_dir: str) -> None:
-    """OUTPUT_DIR (`output_dir`, from RAYSITTER_OUTPUT_DIR) is a folder this process can write
-    in, or can be made one; nothing is created here."""
+    """OUTPUT_DIR (`output_dir`, from RAYSITTER_OUTPUT_DIR) is a folder, or can be made one (no
+    file where it or a folder above it should be); nothing is created here. (Whether it can be
+    written is the tracking store's check, `check_reachable`, where the store goes there.)"""
     path = Path(os.path.expanduser(str(output_dir))).absolute()
     existing = next((p for p in (path, *path.parents) if p.exists()), None)
-    why = ("is a file, not a folder" if path.exists() and not path.is_dir()
+    why = ("is a file, not a folder" if existing == path and not path.is_dir()
            else f"lies below {existing}, which is a file" if existing is not None and not existing.is_dir()
-           else f"cannot be written ({existing} is not writable)" if existing is not None and not os.access(existing, os.W_OK | os.X_OK)
            else "")
     if why:
         raise UserError("output_dir", f"{path} (RAYSITTER_OUTPUT_DIR or output_dir=) {why}; runs, checkpoints and the embedded "
