@@ -231,6 +231,28 @@ def test_the_console_script_refuses_with_one_paragraph(args, key, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no output folder, no Ray session folder
 
 
+def test_an_address_where_something_else_answers_is_refused_in_seconds():
+    """Ray waits for ever on a host:port where a server that is not Ray answers (a dashboard's
+    port, a web server): the command is refused instead, before anything starts."""
+    from http.server import HTTPServer, SimpleHTTPRequestHandler
+    import threading
+    import time
+
+    from pipelines.runtime.errors import UserError
+    from pipelines.runtime.validate import check_ray_address
+
+    server = HTTPServer(("127.0.0.1", 0), SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(UserError) as refused:
+            check_ray_address({"trainer": {"address": f"127.0.0.1:{server.server_address[1]}"}})
+        assert refused.value.key == "trainer.address" and "not a Ray head" in str(refused.value)
+        assert time.monotonic() - started < 15
+    finally:
+        server.shutdown()
+
+
 def test_unknown_pipeline_exits_2(capsys):
     from pipelines.cli import main
 

@@ -87,19 +87,38 @@ def check_ray_address(config: dict) -> None:
     if not address or str(address) in ("auto", "local") or "://" in str(address):
         return  # Ray's own lookup, a Ray of the command's own, or a Ray client / job server
     host, _, port = str(address).rpartition(":")
+    why = "no Ray answers there"
     try:
         with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=3):
+            pass
+        if speaks_grpc(f"{host or '127.0.0.1'}:{int(port)}"):
             return
+        why = "something answers there that is not a Ray head (its GCS speaks gRPC; a dashboard's http://HOST:8265 is for raysitter submit)"
     except (OSError, ValueError):
         pass
     given = " (from RAY_ADDRESS)" if os.environ.get("RAY_ADDRESS") == str(address) else ""
     raise UserError(
         "trainer.address",
-        f"is {address}{given}, but no Ray answers there.",
+        f"is {address}{given}, but {why}.",
         "start that Ray (ray start --head, or cluster/local/start.sh for a local cluster), give the head's GCS "
         "address (host:6379 unless started with another --port), or pass trainer.address=local (RAY_ADDRESS=local) "
         "for a Ray of this command's own.",
     )
+
+
+def speaks_grpc(address: str, timeout_s: float = 3.0) -> bool:
+    """Whether a gRPC server (as a Ray head's GCS is) completes the HTTP/2 handshake at
+    `address`: Ray waits for ever on an address where some other server answers."""
+    import grpc
+
+    channel = grpc.insecure_channel(address)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout_s)
+        return True
+    except grpc.FutureTimeoutError:
+        return False
+    finally:
+        channel.close()
 
 
 def check_data(config: dict) -> tuple[tuple[int, ...], int]:
