@@ -77,7 +77,7 @@ def test_trainer_settings_reach_ray_train(compose_train, tmp_path):
     assert run.storage_path == str(tmp_path / "ray_results")
 
 
-def test_one_cpu_worker_trains_without_a_process_group_and_its_config_unpickles_without_torch(compose_train, tmp_path):
+def test_one_cpu_worker_gets_no_process_group_and_its_config_unpickles_without_torch(compose_train, tmp_path):
     """A lone CPU worker gets a backend that sets up no torch.distributed group, and the Ray
     Train controller, which unpickles it, need not import torch for it (≈ 2 s of every fit's
     start here); two workers, or a GPU, get Ray's TorchConfig."""
