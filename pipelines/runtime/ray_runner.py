@@ -267,25 +267,19 @@ def make_trainer(config: dict[str, Any], context: Any, run_name: str, storage_pa
 
 def torch_config(trainer: dict[str, Any]) -> Any:
     """The TorchTrainer's `torch_config`: Ray's TorchConfig (a torch.distributed process group
-    across the workers), except for one worker on the CPU, which has no one to talk to
-    (`one_cpu_worker_config`)."""
+    across the workers), except for one worker on the CPU, which gets no process group. Ray's
+    TorchConfig would give the lone worker a gloo group of one (which nothing here uses: the loop
+    reduces over workers only when a group exists, `prepare_model` wraps in DDP only above one
+    worker), and, because its module imports torch at the top, makes the Ray Train controller
+    import torch (≈ 2 s of a fit's start on 2 cores) just to unpickle it; ours lives in a module
+    without torch (`pipelines.runtime.ray_backend`)."""
     if trainer["num_workers"] == 1 and not trainer["use_gpu"]:
-        return one_cpu_worker_config()
+        from pipelines.runtime.ray_backend import OneCpuWorkerConfig
+
+        return OneCpuWorkerConfig()
     from ray.train.torch import TorchConfig
 
     return TorchConfig(backend="nccl" if trainer["use_gpu"] else "gloo")
-
-
-def one_cpu_worker_config() -> Any:
-    """A TorchTrainer backend for one worker on the CPU: no process group. Ray's TorchConfig
-    would give the lone worker a gloo group of one (which nothing here uses: the loop reduces
-    over workers only when a group exists, `prepare_model` wraps in DDP only above one
-    worker), and, because its module imports torch at the top, makes the Ray Train controller
-    import torch (≈ 2 s of a fit's start on 2 cores) just to unpickle it. This one lives in a
-    module without torch (`pipelines.runtime.ray_backend`)."""
-    from pipelines.runtime.ray_backend import OneCpuWorkerConfig
-
-    return OneCpuWorkerConfig()
 
 
 _TRAINERS: dict[type, type] = {}
