@@ -99,6 +99,41 @@ def test_one_cpu_worker_gets_no_process_group_and_its_config_unpickles_without_t
     assert loaded.stdout.decode().strip() == "False", loaded.stderr.decode()[-2000:]
 
 
+def test_an_interrupted_fit_stops_showing_ray_output_until_the_next_fit(monkeypatch):
+    """After Ctrl-C, what Ray's processes print (a controller timing out on a Ray the same Ctrl-C
+    stops: "Failed to send resource request" with a traceback, seen in CI) is not shown; a
+    multirun's next fit shows it again, and RAYSITTER_RAY_LOGS=1 keeps it."""
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+
+    from pipelines.runtime.ray_runner import PREEMPTION_WATCHER, raysitter_trainer
+
+    class Fits:
+        datasets, outcome = None, None
+
+        def fit(self):
+            if self.outcome:
+                raise self.outcome
+            return "result"
+
+    shown: list[str] = []
+    monkeypatch.setenv(PREEMPTION_WATCHER, "1")  # no Ray asked how many nodes it has
+    monkeypatch.setattr(dispatcher, "handlers", [("ray_print_logs", shown.append)])
+    trainer = raysitter_trainer(Fits)()
+    trainer.outcome = KeyboardInterrupt()
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    dispatcher.emit("Failed to send resource request")
+    trainer.outcome = None
+    assert trainer.fit() == "result"
+    dispatcher.emit("the next job's epoch")
+    monkeypatch.setenv("RAYSITTER_RAY_LOGS", "1")
+    trainer.outcome = KeyboardInterrupt()
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    dispatcher.emit("kept")
+    assert shown == ["the next job's epoch", "kept"]
+
+
 def test_a_composed_run_config_is_read_only_and_still_trains_pickles_and_serialises(tmp_path):
     import copy
     import json

@@ -106,7 +106,19 @@ def resolve_address(trainer: dict[str, Any]) -> str:
     return found[0]
 
 
-_OWN_RAY: dict[str, Any] = {}  # "keeper": the RayStart whose thread started this process's Ray
+_OWN_RAY: dict[str, Any] = {}  # "keeper": the RayStart whose thread started this process's Ray; "gcs": its address
+# set in the processes of a Ray that a raysitter command started on its machine (one node, no autoscaler)
+OWN_RAY_ENV = "RAYSITTER_RAY_STARTED_HERE"
+
+
+def on_ray_started_here() -> bool:
+    """Whether this process runs on a Ray that a raysitter command started (`trainer.address`
+    unset or "local"): one node of fixed resources, with no autoscaler to ask for more."""
+    import ray
+
+    if os.environ.get(OWN_RAY_ENV) == "1":  # a process of that Ray's job (a Tune trial, a launcher's job)
+        return True
+    return ray.is_initialized() and _OWN_RAY.get("gcs") == ray.get_runtime_context().gcs_address
 
 
 def init_ray(trainer: dict[str, Any], one_fit: bool = False) -> bool:
@@ -145,6 +157,8 @@ def init_ray(trainer: dict[str, Any], one_fit: bool = False) -> bool:
         # redirect a later Job Submission client, which prefers it to the address it is given)
         kwargs["dashboard_port"] = free_port()
         own["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{kwargs['dashboard_port']}"
+    if address == "local":
+        own[OWN_RAY_ENV] = "1"
     elif address != "auto" and "://" not in address and "RAY_ADDRESS" not in taken:
         # Joining a Ray by its address: the job's processes are told it too. Ray Train's state
         # lookups (its placement-group cleaner) otherwise look for "the" Ray on their machine
@@ -154,6 +168,8 @@ def init_ray(trainer: dict[str, Any], one_fit: bool = False) -> bool:
     quiet_token_notice()
     with own_sigterm_handler():
         ray.init(address=address, **kwargs)
+    if address == "local":
+        _OWN_RAY["gcs"] = ray.get_runtime_context().gcs_address
     for name in ("ray", "ray.train", "ray.tune", "ray.data"):
         logging.getLogger(name).setLevel(logging.WARNING)
     return address == "local"
@@ -286,14 +302,15 @@ _TRAINERS: dict[type, type] = {}
 
 
 def raysitter_trainer(trainer_cls: type) -> type:
-    """`trainer_cls` with these changes (the first two to Ray Train's private parts; under a Ray
+    """`trainer_cls` with these changes (most of them to Ray Train's private parts; under a Ray
     without them, they change nothing):
     - Ctrl-C is left to raysitter. Ray Train's driver answers the first SIGINT by asking its
       controller to abort and then exits with status 1 (its own comment says it meant 0); the
       run would end FAILED, with no resume hint, and with a terminal's Ctrl-C reaching a Ray of
       the command's own at the same moment, the abort itself fails. Without its handler
       (`_register_sigint_handler`), Ctrl-C is a KeyboardInterrupt in the driver, as SIGTERM is
-      (`tracked_run`): the worker group is aborted (`abort`), the MLflow run ends KILLED, the
+      (`tracked_run`): the worker group is aborted (`abort`), what its processes print from then
+      on is no longer shown (`worker_logs`), the MLflow run ends KILLED, the
       checkpoints stay, and the command prints how to resume (exit 130).
     - No Ray Datasets, no datasets manager. Ray Train starts a `DatasetManager` actor (a Python
       process of its own, ≈ 1.5 CPU-s) at every worker-group start even when the trainer was
@@ -310,7 +327,10 @@ def raysitter_trainer(trainer_cls: type) -> type:
       the dashboard every second whether the controller lives) to free the workers' placement
       group should the controller die while its driver goes on to other work. A placement
       group lives at most as long as the driver's job, and this driver ends right after its
-      fit; multirun jobs, sweep trials and notebooks keep the cleaner."""
+      fit; multirun jobs, sweep trials and notebooks keep the cleaner.
+    - No autoscaling coordinator on a Ray a raysitter command started (`on_ray_started_here`):
+      see `ray_backend.FixedRayScalingPolicy`. A Ray given by address may have an autoscaler
+      (a cloud cluster's head, even with one node up), and keeps Ray's policy."""
     if trainer_cls not in _TRAINERS:
         def default_callbacks(self):
             drop = set() if self.datasets else {"DatasetsCallback"}
@@ -321,11 +341,22 @@ def raysitter_trainer(trainer_cls: type) -> type:
         def keep_controller(self, controller):  # instead of Ray Train's SIGINT handler
             self._raysitter_controller = controller
 
+        def run_controller(self, **kwargs):
+            from ray.train.v2._internal.execution.scaling_policy import FixedScalingPolicy
+
+            if type(kwargs.get("scaling_policy")) is FixedScalingPolicy and on_ray_started_here():
+                from pipelines.runtime.ray_backend import FixedRayScalingPolicy
+
+                kwargs["scaling_policy"] = FixedRayScalingPolicy(self.scaling_config)
+            return trainer_cls._initialize_and_run_controller(self, **kwargs)
+
         def fit(self):
+            worker_logs(shown=True)  # a multirun's next job after an interrupted one
             with preemption_watcher_only_on_clusters():
                 try:
                     return trainer_cls.fit(self)
                 except KeyboardInterrupt:
+                    worker_logs(shown=ray_logs_wanted())
                     abort(getattr(self, "_raysitter_controller", None))
                     raise
 
@@ -334,9 +365,31 @@ def raysitter_trainer(trainer_cls: type) -> type:
             "__doc__": trainer_cls.__doc__,
             "_register_sigint_handler": keep_controller,
             "_create_default_callbacks": default_callbacks,
+            "_initialize_and_run_controller": run_controller,
             "fit": fit,
         })
     return _TRAINERS[trainer_cls]
+
+
+_MUTED: list[tuple[str, Any]] = []  # Ray's handlers that print its processes' output here, while muted
+
+
+def worker_logs(shown: bool) -> None:
+    """Whether the output of Ray's processes (forwarded to the driver: `log_to_driver`) is
+    printed. Muted once a fit is interrupted: what its processes print then is their end seen from
+    inside (workers finding their controller gone, the controller timing out on a Ray the same
+    Ctrl-C stops, each with a traceback), while raysitter says how the run ended and how to resume
+    it. RAYSITTER_RAY_LOGS=1 keeps it."""
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+
+    with dispatcher._lock:
+        if not shown:
+            _MUTED.extend(pair for pair in dispatcher.handlers if pair[0] == "ray_print_logs")
+            dispatcher.handlers = [pair for pair in dispatcher.handlers if pair[0] != "ray_print_logs"]
+        elif _MUTED:
+            if not any(name == "ray_print_logs" for name, _ in dispatcher.handlers):  # not added again by a new ray.init
+                dispatcher.handlers = [*dispatcher.handlers, _MUTED[0]]
+            _MUTED.clear()
 
 
 def abort(controller: Any) -> None:
