@@ -101,21 +101,27 @@ def assert_resumed_and_finished(local_cluster, env, tmp_path, out, job: str, fai
     assert run.data.metrics["val/acc"] > 0.95  # an uninterrupted run of this length: ≈ 0.97
 
 
-def test_a_submitted_multirun_runs_its_jobs_concurrently_on_the_cluster(local_cluster, tmp_path):
-    """Inside a submitted job RAY_ADDRESS is set: `-m` takes the ray launcher by itself."""
+def test_plain_ray_job_submit_runs_a_multiruns_jobs_concurrently_on_the_cluster(local_cluster, tmp_path):
+    """The documented plain form, `ray job submit --working-dir . -- python -m pipelines.cli train …`;
+    inside a submitted job RAY_ADDRESS is set, so `-m` takes the ray launcher by itself."""
     out = tmp_path / "outputs"
     env = {**local_cluster["env"], "RAYSITTER_OUTPUT_DIR": str(out)}
-    result = raysitter(["submit", "--address", local_cluster["dashboard"], "--", "train", "-m", "seed=1,2", "trainer.epochs=2",
-                        "diagnostics=off"], env, tmp_path)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "2 job(s) on Ray (hydra/launcher=ray)" in result.stdout and "2 runs" in result.stdout, result.stdout[-4000:] + result.stderr[-2000:]
+    plain = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", local_cluster["dashboard"], "--working-dir", str(ROOT),
+         "--runtime-env-json", '{"excludes": [".venv", "outputs", ".git", "*.db"], "env_vars": {"RAYSITTER_OUTPUT_DIR": "%s"}}' % out,
+         "--", "python", "-m", "pipelines.cli", "train", "-m", "seed=1,2", "trainer.epochs=2", "diagnostics=off"],
+        env={**env, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )
+    assert plain.returncode == 0, plain.stdout[-3000:] + plain.stderr[-3000:]
+    assert "2 job(s) on Ray (hydra/launcher=ray)" in plain.stdout and "2 runs" in plain.stdout, plain.stdout[-4000:] + plain.stderr[-2000:]
     _, found = runs(out)
     assert sorted((r.data.params["seed"], r.info.status) for r in found) == [("1", "FINISHED"), ("2", "FINISHED")]
     (a_start, a_end), (b_start, b_end) = [(r.info.start_time, r.info.end_time) for r in found]
     assert max(a_start, b_start) < min(a_end, b_end)  # at the same time
 
 
-def test_a_mistaken_job_is_refused_a_failing_one_exits_1_and_plain_ray_job_submit_works(local_cluster, tmp_path):
+def test_a_mistaken_job_is_refused_and_a_failing_one_exits_1(local_cluster, tmp_path):
+    """(`raysitter submit` of a job that succeeds: the two-worker test below.)"""
     out = tmp_path / "outputs"
     env = {**local_cluster["env"], "RAYSITTER_OUTPUT_DIR": str(out)}
     refused = raysitter(["submit", "--address", local_cluster["dashboard"], "--", "train", "optimizer.lr=-1"], env, tmp_path)
@@ -123,17 +129,6 @@ def test_a_mistaken_job_is_refused_a_failing_one_exits_1_and_plain_ray_job_submi
     # what only the cluster can see (its data) fails there: the job ends FAILED and submit exits 1
     bad = raysitter(["submit", "--address", local_cluster["dashboard"], "--", "train", "data=cifar10", "data.root=/nonexistent/cifar"], env, tmp_path)
     assert bad.returncode == 1 and "FAILED" in bad.stderr and "data.root" in bad.stdout
-
-    # the documented plain form: ray job submit --working-dir . -- python -m pipelines.cli train …
-    plain = subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--address", local_cluster["dashboard"], "--working-dir", str(ROOT),
-         "--runtime-env-json", '{"excludes": [".venv", "outputs", ".git", "*.db"], "env_vars": {"RAYSITTER_OUTPUT_DIR": "%s"}}' % out,
-         "--", "python", "-m", "pipelines.cli", "train", "trainer.epochs=1", "diagnostics=off"],
-        env={**env, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True, timeout=600, cwd=tmp_path,
-    )
-    assert plain.returncode == 0, plain.stdout[-3000:] + plain.stderr[-3000:]
-    _, (run,) = runs(out)
-    assert run.info.status == "FINISHED"
 
 
 def test_submit_without_a_cluster_says_how_to_start_one(tmp_path):
@@ -161,17 +156,19 @@ def test_a_refusal_is_read_as_authentication_only_from_the_message_not_the_addre
 def test_a_two_worker_job_spreads_survives_a_lost_node_and_a_killed_worker_and_lands_in_mlflow(local_cluster, tmp_path):
     """One submitted run for three behaviours: SPREAD puts a worker on each node; losing the
     second node restarts both workers on the head; a worker killed after that restarts again;
-    the run finishes in MLflow with the job's id and the submitting checkout's commit."""
+    the run finishes in MLflow with the job's id and the submitting checkout's commit, and
+    `raysitter submit`, following the job's log all along, exits 0."""
     import signal
 
     out = tmp_path / "outputs"
     env = {**local_cluster["env"], "RAYSITTER_OUTPUT_DIR": str(out)}
     epochs, db = 30, out / "mlflow.db"
-    submitted = raysitter(["submit", "--address", local_cluster["dashboard"], "--no-wait", "--submission-id", "survivor", "--", "train",
-                           "trainer.num_workers=2", "trainer.placement_strategy=SPREAD", "trainer.batch_size=64",
-                           f"trainer.epochs={epochs}", "trainer.max_failures=2", "diagnostics=off"], env, tmp_path)
-    assert submitted.returncode == 0, submitted.stderr
-    at_loss = wait_for_epoch(db, 3)
+    log = (tmp_path / "submit.log").open("w")
+    submitter = subprocess.Popen([str(BIN / "raysitter"), "submit", "--address", local_cluster["dashboard"], "--submission-id", "survivor",
+                                  "--", "train", "trainer.num_workers=2", "trainer.placement_strategy=SPREAD", "trainer.batch_size=64",
+                                  f"trainer.epochs={epochs}", "trainer.max_failures=2", "diagnostics=off"],
+                                 env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    at_loss = wait_for_epoch(db, 3, submitter)
     assert 3 <= at_loss < epochs
     assert len(cluster_processes(local_cluster["folder"], "RayTrainWorker", "node2/")) == 1  # SPREAD: one worker there
     assert cluster_processes(local_cluster["folder"], "PreemptionWatcher")  # on for a cluster's job (off for a Ray of this machine)
@@ -187,7 +184,11 @@ def test_a_two_worker_job_spreads_survives_a_lost_node_and_a_killed_worker_and_l
         assert at_loss < at_kill < epochs
         os.kill(victims[-1], signal.SIGKILL)
         assert_resumed_and_finished(local_cluster, env, tmp_path, out, "survivor", [at_loss, at_kill], epochs)
+        assert submitter.wait(timeout=120) == 0, (tmp_path / "submit.log").read_text()[-3000:]
+        assert "job survivor: SUCCEEDED" in (tmp_path / "submit.log").read_text()
     finally:
+        if submitter.poll() is None:
+            submitter.kill()
         rejoined = subprocess.run([str(ROOT / "cluster/local/start.sh"), "node2"], env=env, capture_output=True, text=True, timeout=120)
     assert rejoined.returncode == 0 and "joined" in rejoined.stdout, rejoined.stderr
 
@@ -200,21 +201,26 @@ def test_a_two_worker_job_spreads_survives_a_lost_node_and_a_killed_worker_and_l
     assert "survivor" in listed.stdout and "SUCCEEDED" in listed.stdout
 
 
-def test_tune_joins_the_cluster_given_ray_address(local_cluster, tmp_path):
+def test_tune_joins_the_cluster_given_ray_address_and_runs_two_worker_trials_with_ray_train(local_cluster, tmp_path):
     """Not submitted: a driver on this machine joins the cluster (RAY_ADDRESS) and its trials run
-    there; the sweep's storage (OUTPUT_DIR/ray_results) is a folder every node can read."""
+    there; the sweep's storage (OUTPUT_DIR/ray_results) is a folder every node can read. Two
+    workers per trial: `search.trial_backend=auto` runs a Ray Train worker group in the trial."""
     import json
 
     out = tmp_path / "outputs"
     head = (local_cluster["folder"] / "head.address").read_text().strip()
     env = {**local_cluster["env"], "RAYSITTER_OUTPUT_DIR": str(out), "RAY_ADDRESS": head, "RAY_AUTH_MODE": "token"}
-    result = raysitter(["tune", "search=smoke", "search.stages=[{samples:2,epochs:1}]", "preflight=false", "sweep_name=on-cluster"],
+    result = raysitter(["tune", "search=smoke", "search.trial_backend=auto", "trainer.num_workers=2", "search.stages=[{samples:1,epochs:2}]",
+                        "search.top_k=1", "preflight=false", "sweep_name=on-cluster"],
                        env, tmp_path, timeout=900)  # one stage: stages and resume are tests/test_tune_ray.py's
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "trial backend: train (auto: 2 workers per trial" in result.stdout, result.stdout[-3000:]
     client, found = runs(out, "raysitter-tune")
     parent = [r for r in found if r.info.run_name == "on-cluster"]
-    trials = [r for r in found if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
-    assert parent[0].info.status == "FINISHED" and len(trials) == 2 and {t.info.status for t in trials} == {"FINISHED"}
+    (trial,) = [r for r in found if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
+    assert parent[0].info.status == "FINISHED" and trial.info.status == "FINISHED"
+    assert trial.data.params["trainer.num_workers"] == "2" and trial.data.metrics["epoch"] == 2
+    assert any(a.path == "bundle" for a in client.list_artifacts(trial.info.run_id))  # logged by the trial's Ray Train worker 0
     listed = subprocess.run([str(BIN / "ray"), "list", "jobs", "--address", local_cluster["dashboard"], "--format", "json"],
                             env=env, capture_output=True, text=True, timeout=120)
     drivers = [j for j in json.loads(listed.stdout) if j["type"] == "DRIVER" and "on-cluster" in (j.get("entrypoint") or "")]

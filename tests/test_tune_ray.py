@@ -27,15 +27,15 @@ def trial_runs(client: MlflowClient, parent_run_id: str):
     return client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'")
 
 
-def test_two_stage_sweep_of_ray_train_trials_nests_and_narrows(ray_session, output_dir, capfd):
-    # Ray Train inside each Tune trial (what auto picks for multi-worker trials): a trial per stage
-    # (each is a Ray Train run; the narrowing itself is tests/test_search.py's)
+def test_two_stage_sweep_nests_narrows_registers_its_best_and_makes_an_ensemble(ray_session, output_dir, capfd):
+    # a trial per stage (the narrowing itself is tests/test_search.py's; Ray Train inside each
+    # trial, what auto picks for multi-worker trials, is tests/test_cluster.py's sweep)
     stages = "search.stages=[{samples:1,epochs:1},{samples:1,epochs:1}]"
-    tune.main(["search=smoke", "search.trial_backend=train", stages, "search.top_k=1", "sweep_name=smoke", "tracking.register_as=smoke-best"], prog="raysitter tune")
+    tune.main(["search=smoke", stages, "search.top_k=1", "sweep_name=smoke", "tracking.register_as=smoke-best"], prog="raysitter tune")
     out, err = capfd.readouterr()
     assert "max_concurrent_trials" not in out + err  # Tune's search-algorithm warning: the generator bounds concurrency
     assert "stage 1 → 2" in out and "retrain the best:  raysitter train optimizer.lr=" in out
-    assert "trial backend: train (search.trial_backend)" in out and "trials 1/1 done, best val/acc" in out  # a line per trial
+    assert "trial backend: function (search.trial_backend)" in out and "trials 1/1 done, best val/acc" in out  # a line per trial
     assert "the best trial, exactly: raysitter train optimizer.lr=" in " ".join(out.split())  # its full-precision values
     client = client_for(output_dir)
     exp = client.get_experiment_by_name("raysitter-tune")
@@ -114,7 +114,8 @@ def test_ctrl_c_leaves_no_run_running_and_the_sweep_resumes_every_trial_exactly_
     env["RAY_ADDRESS"] = "local"  # a Ray of its own, whatever runs on this machine
     env.pop("MLFLOW_TRACKING_URI", None)
     exe = str(Path(sys.executable).parent / "raysitter")
-    args = [exe, "tune", "search=smoke", "sweep_name=killme", "preflight=false"]
+    # two stages as search=smoke has, with fewer trials: 2 side by side, then 1
+    args = [exe, "tune", "search=smoke", "search.stages=[{samples:2,epochs:1},{samples:1,epochs:1}]", "sweep_name=killme", "preflight=false"]
     log = open(tmp_path / "first_driver.log", "w")
     proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 300
@@ -135,7 +136,7 @@ def test_ctrl_c_leaves_no_run_running_and_the_sweep_resumes_every_trial_exactly_
         except ProcessLookupError:
             pass
         proc.wait()
-    assert finished_trials(out / "mlflow.db") < 6, "the sweep must be interrupted mid-way"
+    assert finished_trials(out / "mlflow.db") < 3, "the sweep must be interrupted mid-way"
     assert running_runs(out / "mlflow.db") == 0, "an interrupted sweep leaves no MLflow run RUNNING"
     client = client_for(out)
     resumed = subprocess.run([exe, "tune", "resume=killme"], env={**env, **joined_ray}, capture_output=True, text=True, timeout=600)  # another Ray
@@ -146,7 +147,7 @@ def test_ctrl_c_leaves_no_run_running_and_the_sweep_resumes_every_trial_exactly_
     assert parent.info.status == "FINISHED"
     trials = trial_runs(client, parent.info.run_id)
     finished = [t.data.tags["raysitter.trial"] for t in trials if t.info.status == "FINISHED"]
-    assert len(finished) == 6 and len(set(finished)) == 6  # 4 + 2 trials, each completed once
+    assert len(finished) == 3 and len(set(finished)) == 3  # 2 + 1 trials, each completed once
     assert not [t for t in trials if t.info.status == "RUNNING"]
     assert all(t.data.tags.get("raysitter.outcome") == "interrupted" for t in trials if t.info.status == "KILLED")
 
