@@ -10,6 +10,8 @@ training code, with a nested MLflow run under the sweep's parent run.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 import csv
 import functools
 import logging
@@ -118,7 +120,8 @@ def run_stage(config: dict, space: dict[str, Dist], stage: int, state: dict, tra
                                       callbacks=[trial_lines(len(trials_spec), s["metric"], s["mode"])]),
         )
     console.print(f"[bold]stage {stage}[/]: {len(trials_spec)} trials × {spec['epochs']} epochs over {describe(space)}")
-    grid = tuner.fit()
+    with stop_noticed(stage):
+        grid = tuner.fit()
     trials = []
     for result in grid:
         m = result.metrics or {}
@@ -133,7 +136,10 @@ def run_stage(config: dict, space: dict[str, Dist], stage: int, state: dict, tra
     unfinished = [t for t in trials if not t["error"] and t["epochs_run"] == 0]
     if unfinished:
         raise KeyboardInterrupt(f"stage {stage} stopped before {len(unfinished)} trials ran")
-    sweep.close_orphans(tracker.client, tracker.experiment_id, tracker.run_id, "KILLED", "early_stopped", spec["epochs"])
+    # a run still RUNNING lost its process before it could say why it stopped: at one of ASHA's
+    # rungs when there are rungs, and otherwise it was not stopped by the sweep
+    cut = "early_stopped" if stage_data["sweep"]["stops_at"] else "interrupted"
+    sweep.close_orphans(tracker.client, tracker.experiment_id, tracker.run_id, "KILLED", cut, spec["epochs"])
     stopped = sum(1 for t in trials if not t["error"] and not t.get("diverged") and t["epochs_run"] < spec["epochs"])
     if stopped:
         console.print(f"  ASHA stopped {stopped} trials early")
@@ -235,6 +241,29 @@ def sweep_state(config: dict, choices: dict, overrides: list[str], pins: list[st
     if path.exists():
         raise UserError("sweep_name", f"a sweep named {name!r} exists already.", f"resume it with resume={name}, or pick another sweep_name.")
     return {"name": name, "config": config, "overrides": overrides, "pins": pins, "stages": [], "parent_run_id": None}, path, False
+
+
+@contextmanager
+def stop_noticed(stage: int) -> Iterator[None]:
+    """Ctrl-C during `Tuner.fit` as an interruption of the sweep, however the stage ended. Tune
+    answers the first SIGINT with a handler of its own: it ends the run gracefully (the trials
+    checkpointed, resumable) and `fit` returns as if the stage were over. When the Ctrl-C came
+    as the stage's last trials finished, nothing was left unfinished to tell, and the sweep went
+    on with its next stage and exited 0 (seen in CI). Tune puts the handler it found back when
+    it catches a stop, and otherwise leaves its own installed after `fit` (a Ctrl-C between stages
+    went to it and was lost); here raysitter's handler goes back in place either way."""
+    import signal
+    import threading
+
+    watching = threading.current_thread() is threading.main_thread() and not int(os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0"))
+    ours = signal.getsignal(signal.SIGINT) if watching else None
+    yield
+    if not watching:
+        return
+    caught = getattr(signal.getsignal(signal.SIGINT), "__name__", "") != "signal_interrupt_tune_run"
+    signal.signal(signal.SIGINT, ours)
+    if caught:
+        raise KeyboardInterrupt(f"stage {stage} stopped")
 
 
 def run_stages(config: dict, space: dict[str, Dist], state: dict, state_path: Path, tracker: RunTracker,

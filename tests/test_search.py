@@ -95,3 +95,30 @@ def test_asha_rungs_are_the_epochs_asha_stops_trials_at(grace, factor, epochs):
     asha = sorted({math.ceil(m) for m, _ in bracket._rungs} - {epochs})
     assert tune.asha_rungs({"scheduler": "asha", "grace_period": grace, "reduction_factor": factor}, epochs) == asha
     assert tune.asha_rungs({"scheduler": "none", "grace_period": grace, "reduction_factor": factor}, epochs) == []
+
+
+def test_ctrl_c_that_tune_catches_interrupts_the_sweep_even_when_the_stage_finished():
+    """Tune's own SIGINT handler ends `Tuner.fit` as if the stage were over; a sweep whose last
+    trials finished as Ctrl-C came went on to its next stage and exited 0 (seen in CI)."""
+    import os
+    import signal
+
+    from ray.tune.tune import _setup_signal_catching  # what Tuner.fit installs
+
+    def ours(signum, frame):
+        raise AssertionError("Tune's handler should have caught it")
+
+    previous = signal.signal(signal.SIGINT, ours)
+    try:
+        with tune.stop_noticed(2):  # a stage that no one stopped
+            _setup_signal_catching()
+        assert signal.getsignal(signal.SIGINT) is ours  # Tune's handler does not outlive the stage
+        with pytest.raises(KeyboardInterrupt, match="stage 1 stopped"):
+            with tune.stop_noticed(1):
+                _setup_signal_catching()
+                os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, caught by Tune's handler
+        assert signal.getsignal(signal.SIGINT) is ours
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if hasattr(signal, "SIGUSR1"):
+            signal.signal(signal.SIGUSR1, signal.SIG_DFL)
