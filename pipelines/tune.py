@@ -251,19 +251,30 @@ def stop_noticed(stage: int) -> Iterator[None]:
     as the stage's last trials finished, nothing was left unfinished to tell, and the sweep went
     on with its next stage and exited 0 (seen in CI). Tune puts the handler it found back when
     it catches a stop, and otherwise leaves its own installed after `fit` (a Ctrl-C between stages
-    went to it and was lost); here raysitter's handler goes back in place either way."""
+    went to it and was lost); here raysitter's handler goes back in place either way. Tune's
+    closing advice to resume with `Tuner.restore(...)` is dropped: a sweep resumes with
+    `raysitter tune resume=NAME` (printed at its start and on its way out), which also reopens
+    its MLflow runs."""
     import signal
     import threading
 
     watching = threading.current_thread() is threading.main_thread() and not int(os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0"))
     ours = signal.getsignal(signal.SIGINT) if watching else None
-    yield
-    if not watching:
-        return
-    caught = getattr(signal.getsignal(signal.SIGINT), "__name__", "") != "signal_interrupt_tune_run"
-    signal.signal(signal.SIGINT, ours)
+    tune_log = logging.getLogger("ray.tune.tune")
+    tune_log.addFilter(not_tunes_restore_hint)
+    try:
+        yield
+    finally:
+        tune_log.removeFilter(not_tunes_restore_hint)
+        caught = watching and getattr(signal.getsignal(signal.SIGINT), "__name__", "") != "signal_interrupt_tune_run"
+        if watching:
+            signal.signal(signal.SIGINT, ours)
     if caught:
         raise KeyboardInterrupt(f"stage {stage} stopped")
+
+
+def not_tunes_restore_hint(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(("Experiment has been interrupted", "Training has been interrupted"))
 
 
 def run_stages(config: dict, space: dict[str, Dist], state: dict, state_path: Path, tracker: RunTracker,

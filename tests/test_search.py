@@ -99,7 +99,9 @@ def test_asha_rungs_are_the_epochs_asha_stops_trials_at(grace, factor, epochs):
 
 def test_ctrl_c_that_tune_catches_interrupts_the_sweep_even_when_the_stage_finished():
     """Tune's own SIGINT handler ends `Tuner.fit` as if the stage were over; a sweep whose last
-    trials finished as Ctrl-C came went on to its next stage and exited 0 (seen in CI)."""
+    trials finished as Ctrl-C came went on to its next stage and exited 0 (seen in CI). Tune's
+    advice to resume with `Tuner.restore` is not shown (raysitter's resume is `resume=NAME`)."""
+    import logging
     import os
     import signal
 
@@ -107,6 +109,12 @@ def test_ctrl_c_that_tune_catches_interrupts_the_sweep_even_when_the_stage_finis
 
     def ours(signum, frame):
         raise AssertionError("Tune's handler should have caught it")
+
+    shown: list[str] = []  # what Ray's own handler would print ("ray" loggers do not propagate)
+    tune_log = logging.getLogger("ray.tune.tune")
+    catcher = logging.Handler()
+    catcher.emit = lambda record: shown.append(record.getMessage())
+    tune_log.addHandler(catcher)
 
     previous = signal.signal(signal.SIGINT, ours)
     try:
@@ -117,8 +125,13 @@ def test_ctrl_c_that_tune_catches_interrupts_the_sweep_even_when_the_stage_finis
             with tune.stop_noticed(1):
                 _setup_signal_catching()
                 os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, caught by Tune's handler
+                tune_log.warning("Experiment has been interrupted, but the most recent state was saved.\n"
+                                 "Resume experiment with: Tuner.restore(path=...)")
+                tune_log.warning("a warning of Tune's that stays")
+        assert shown[0].startswith("Stop signal received") and shown[1:] == ["a warning of Tune's that stays"]
         assert signal.getsignal(signal.SIGINT) is ours
     finally:
+        tune_log.removeHandler(catcher)
         signal.signal(signal.SIGINT, previous)
         if hasattr(signal, "SIGUSR1"):
             signal.signal(signal.SIGUSR1, signal.SIG_DFL)
