@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 
 
-def test_ctrl_c_marks_the_run_killed_and_resume_continues_it(tmp_path, joined_ray):
+def test_ctrl_c_marks_the_run_killed_and_resume_continues_it(tmp_path, joined_ray, monkeypatch, capsys):
     """Ctrl-C as a terminal sends it: SIGINT to the whole foreground process group (the driver
     and the Ray it started), pressed twice. Ray Train's own handler used to end such a run
     FAILED with exit 1 and no resume hint."""
@@ -52,12 +52,12 @@ def test_ctrl_c_marks_the_run_killed_and_resume_continues_it(tmp_path, joined_ra
     stopped_at = logged_epoch(out / "mlflow.db")
     assert 4 <= stopped_at < epochs
 
-    refused = subprocess.run([str(BIN / "raysitter"), "train", resume, "optimizer.lr=0.1"],
-                             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert refused.returncode == 2 and "optimizer.lr=0.1" in refused.stderr and "Traceback" not in refused.stderr
-    unknown = subprocess.run([str(BIN / "raysitter"), "train", "resume=no-such-run"],
-                             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert unknown.returncode == 2 and key in unknown.stderr.replace("\n", " ")  # the known runs are offered
+    # mistaken resumes are refused before Ray, the same in this process as from the console script
+    monkeypatch.setenv("RAYSITTER_OUTPUT_DIR", str(out))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert refusal([resume, "optimizer.lr=0.1"], capsys).count("optimizer.lr=0.1")
+    assert key in refusal(["resume=no-such-run"], capsys)  # the known runs are offered
 
     resumed = subprocess.run([str(BIN / "raysitter"), "train", resume],  # on the session's Ray: resuming needs no Ray of its own
                              env={**env, **joined_ray}, cwd=tmp_path, capture_output=True, text=True, timeout=600)
@@ -70,6 +70,17 @@ def test_ctrl_c_marks_the_run_killed_and_resume_continues_it(tmp_path, joined_ra
     assert {m.step for m in client.get_metric_history(run.info.run_id, "val/acc")} == set(range(1, epochs + 1))
     assert again.data.metrics["val/acc"] > 0.95
 
-    finished = subprocess.run([str(BIN / "raysitter"), "train", resume],
-                              env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert finished.returncode == 2 and "finished already" in finished.stderr
+    assert "finished already" in refusal([resume], capsys)
+
+
+def refusal(args: list[str], capsys) -> str:
+    """`raysitter train ARGS` run in this process: it must exit 2 without a traceback; returns
+    what it printed on stderr, on one line."""
+    from pipelines import train
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(args, prog="raysitter train")
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err, err
+    return " ".join(err.split())
