@@ -159,6 +159,9 @@ def init_ray(trainer: dict[str, Any], one_fit: bool = False) -> bool:
         own["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{kwargs['dashboard_port']}"
     if address == "local":
         own[OWN_RAY_ENV] = "1"
+        # Ray starts an idle worker per CPU for the first driver; Ray Train's and Tune's actors
+        # each start a process of their own anyway (≈ 2.5 CPU-seconds less per cold command on 2 cores)
+        kwargs["_system_config"] = {"prestart_worker_first_driver": False}
     elif address != "auto" and "://" not in address and "RAY_ADDRESS" not in taken:
         # Joining a Ray by its address: the job's processes are told it too. Ray Train's state
         # lookups (its placement-group cleaner) otherwise look for "the" Ray on their machine
