@@ -62,6 +62,12 @@ CORPUS = [
     ("train", ["trainer.use_gpu=maybe"], "trainer.use_gpu", False),
     ("train", ["seed=-1"], "seed", False),
     ("train", ["+trainer.epoch=3"], "trainer.epoch", False),
+    ("train", ["-m", "trainer.epoch=3,4"], "trainer.epoch", False),  # a multirun: refused before its first job
+    ("train", ["-m", "optimizer=sgd,adamm"], "optimizer", False),
+    ("train", ["--multirun", "seed=1,2", "model.activation=relu,eluu"], "model.activation", False),
+    ("train", ["-m", "hydra/launcher=rai", "seed=1,2"], "hydra.launcher", False),
+    ("train", ["-m", "seed=1,"], "command line", False),
+    ("tune", ["-m", "search=smoke,lr_only"], "search", False),
     ("tune", ["search.space.optimizer.lr={uniform:[0.01,0.1]}"], "search.space.optimizer.lr", False),
     ("train", ["data=cifar10", "data.root=/nonexistent/cifar"], "data.root", False),
     ("train", ["data=imagefolder"], "data.root", False),
@@ -211,6 +217,26 @@ def test_a_misspelt_key_is_named_with_the_keys_spelled_like_it(output_dir, watch
         assert exit_info.value.code == 2 and f"error in `{wrong}`: is not a key of this config (a typo?); did you mean {meant}?" in err, err
         assert f"+{wrong}" not in err  # not told to add the misspelt key
     assert watched == []
+
+
+def test_a_multirun_is_checked_as_each_of_its_jobs_would_be(output_dir, watched, capsys):
+    """Every option of a swept group and the first value of each sweep are composed before any
+    job starts; values themselves stay each job's own check."""
+    from pipelines import train
+    from pipelines.runtime.app import check_multirun
+
+    for args, said in ((["trainer.epoch=3,4"], "did you mean trainer.epochs?"),
+                       (["optimizer=sgd,adam", "optimizer.momentm=0.9"], "did you mean optimizer.momentum?"),
+                       (["hydra/launcher=rai"], "use one of basic, ray.")):
+        with pytest.raises(SystemExit) as exit_info:
+            train.main(["-m", *args], prog="raysitter train")
+        err = " ".join(capsys.readouterr().err.split())
+        assert exit_info.value.code == 2 and said in err, err
+    assert watched == []
+    for valid in (["model=mlp,convnet", "model/activation=relu,maxout", "seed=range(1,3)"], ["optimizer=glob(*)"],
+                  ["optimizer.lr=tag(log,interval(1e-4,1e-1))"], ["optimizer=sgd,adam", "optimizer.lr=0.1,-1"],
+                  ["+tags.x=a,b", "hydra/launcher=basic,ray", "data.classes=[0,1],[2,3]"]):
+        check_multirun("train", valid)
 
 
 CONSOLE = [

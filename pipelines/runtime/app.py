@@ -144,7 +144,8 @@ def check_overrides(config_name: str, overrides: list[str]) -> None:
         missing = re.search(r"Could not find '([^']+)'", str(e))
         path = missing.group(1) if missing else str(e).splitlines()[0]
         group, _, option = path.rpartition("/")
-        options = sorted(f.stem for f in (CONF_DIR / group).glob("*.yaml")) if group else []
+        listed = re.search(r"Available options in '[^']+':\n((?:\t\S+\n?)+)", str(e))  # Hydra's own options (hydra/launcher=basic) too
+        options = listed.group(1).split() if listed else sorted(f.stem for f in (CONF_DIR / group).glob("*.yaml")) if group else []
         raise UserError(group.replace("/", ".") or "config", f"has no option {option!r} (no conf/{path}.yaml).",
                         f"use one of {', '.join(options)}." if options else "check the name.") from None
     except OverrideParseException as e:
@@ -164,6 +165,39 @@ def check_overrides(config_name: str, overrides: list[str]) -> None:
                             f"check the spelling: `raysitter {config_name.split('/')[0]} --cfg job` lists every key"
                             + ("." if own or near else f"; a new argument for a component is added with +{key.group(1)}=VALUE.")) from None
         raise UserError("config", f"cannot be composed ({' '.join(str(e).split())[:300]}).", "check the overrides against --cfg job.") from None
+
+
+def check_multirun(config_name: str, overrides: list[str]) -> None:
+    """`check_overrides` for a multirun: its first job (each sweep at its first value), then each
+    other option a swept config group is given (`optimizer=sgd,adamm`), so a misspelt key or
+    option is refused in one paragraph before any job starts. Values are checked per job, as
+    each starts (a refused job leaves the others running)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Override
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException:
+        check_overrides(config_name, overrides)  # names the override Hydra cannot read
+        return
+    lines, options = [], []
+    for i, o in enumerate(parsed):
+        if not o.is_sweep_override():
+            lines.append(o.input_line)
+            continue
+        try:
+            values = [Override._get_value_element_as_str(v) for v in o.sweep_iterator()]
+        except HydraException:  # interval() and glob() sweeps: for a sweeper that samples them
+            return
+        if not values:
+            return
+        lines.append(f"{o.get_key_element()}={values[0]}")
+        if (CONF_DIR / o.key_or_group).is_dir() or o.key_or_group.startswith("hydra/"):
+            options += [(i, f"{o.get_key_element()}={v}") for v in values[1:]]
+    check_overrides(config_name, lines)
+    for i, line in options[:32]:
+        check_overrides(config_name, [*lines[:i], line, *lines[i + 1:]])
 
 
 def close_keys(config_name: str, overrides: list[str], key: str) -> str:
@@ -238,9 +272,10 @@ def hydra_app(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Calla
             entered = False
             args = with_launcher(config_name, rewrite_group_overrides(list(sys.argv[1:] if argv is None else argv)))
             sys.argv = [prog or sys.argv[0], *args]
-            if not any(a.startswith("-") for a in args):  # a plain run: Hydra's flags and -m keep their own handling
+            rest = [a for a in args if a not in ("-m", "--multirun")]
+            if not any(a.startswith("-") for a in rest):  # Hydra's flags (--cfg, --help, …) keep their own handling
                 try:
-                    check_overrides(config_name, args)
+                    (check_multirun if len(rest) < len(args) else check_overrides)(config_name, rest)
                 except UserError as e:
                     report_and_exit(e)
             multirun.FAILED.clear()
