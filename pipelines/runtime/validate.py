@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 import os
 from pathlib import Path
+import re
 import sys
 from typing import Any
 
@@ -297,15 +298,24 @@ def check_tracking(config: dict, must_exist: bool = False) -> None:
                         "train something first (raysitter train), or set RAYSITTER_OUTPUT_DIR / tracking.uri to the store your runs went to.")
 
 
+def not_a_folder(path: Path) -> str:
+    """Why `path` cannot be (made) a folder: a file where it or a folder above it should be, or
+    the nearest existing folder not writable; empty when it can. Nothing is created."""
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is None:
+        return ""
+    if not existing.is_dir():
+        return "is a file, not a folder" if existing == path else f"lies below {existing}, which is a file"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return "is a folder you cannot write" if existing == path else f"would be made in {existing}, which you cannot write"
+    return ""
+
+
 def check_output_dir(output_dir: str) -> None:
     """OUTPUT_DIR (`output_dir`, from RAYSITTER_OUTPUT_DIR) is a folder, or can be made one (no
-    file where it or a folder above it should be); nothing is created here. (Whether it can be
-    written is the tracking store's check, `check_reachable`, where the store goes there.)"""
+    file where it or a folder above it should be); nothing is created here."""
     path = Path(os.path.expanduser(str(output_dir))).absolute()
-    existing = next((p for p in (path, *path.parents) if p.exists()), None)
-    why = ("is a file, not a folder" if existing == path and not path.is_dir()
-           else f"lies below {existing}, which is a file" if existing is not None and not existing.is_dir()
-           else "")
+    why = not_a_folder(path)
     if why:
         raise UserError("output_dir", f"{path} (RAYSITTER_OUTPUT_DIR or output_dir=) {why}; runs, checkpoints and the embedded "
                         "MLflow store go there.", "point RAYSITTER_OUTPUT_DIR (or output_dir=) at a folder you can write, or leave "
@@ -313,12 +323,22 @@ def check_output_dir(output_dir: str) -> None:
 
 
 def check_storage(config: dict) -> None:
-    """`trainer.storage_path`: a folder made absolute, an S3 bucket that answers."""
+    """`trainer.storage_path`: a folder made absolute (one that can be made, and not an address
+    with a slash missing), an S3 bucket that answers."""
     from pipelines.runtime import storage
 
     trainer = config["trainer"]
-    if trainer.get("storage_path") and "://" not in str(trainer["storage_path"]):
-        trainer["storage_path"] = absolute(trainer["storage_path"])
+    path = trainer.get("storage_path")
+    if path and "://" not in str(path):
+        if re.match(r"[A-Za-z][A-Za-z0-9+.-]+:", str(path)):  # s3:/bucket, s3:bucket: not a folder named so
+            raise UserError("trainer.storage_path", f"{path!r} looks like an address with a slash missing; as it stands it "
+                            "would be a local folder named so.", "write s3://BUCKET/PREFIX, or a folder path.")
+        trainer["storage_path"] = absolute(path)
+        why = not_a_folder(Path(trainer["storage_path"]))
+        if why:
+            raise UserError("trainer.storage_path", f"{trainer['storage_path']} {why}; Ray Train keeps the run's checkpoints there.",
+                            "pass a folder you can write (one every node can reach, on a cluster) or s3://BUCKET/PREFIX, or leave "
+                            "it unset for OUTPUT_DIR/ray_results.")
     storage.check(config)
 
 
