@@ -248,11 +248,12 @@ def pytest_xdist_auto_num_workers(config) -> int:
 
 
 # Seconds each file with slow tests took in a whole run (`--durations=0`, AMD EPYC, 2 cores,
-# 2026-12-01): only their order matters. A file not listed counts 20 s per slow test.
+# 2026-12-02): only their order matters. A file not listed counts 20 s per slow test.
 FILE_SECONDS = {
-    "test_cluster.py": 327, "test_tune_ray.py": 282, "test_launcher.py": 100, "test_resume.py": 95, "test_zoo_server.py": 94,
-    "test_train_ray.py": 82, "test_object_storage.py": 78, "test_cli_errors.py": 62, "test_warm_ray.py": 35,
-    "test_ui_browser.py": 33, "test_check_ray.py": 25, "test_run_page.py": 20,
+    "test_cluster.py": 320, "test_tune_ray.py": 283, "test_launcher.py": 180, "test_zoo_server.py": 178,
+    "test_object_storage.py": 157, "test_train_ray.py": 142, "test_cli_errors.py": 110, "test_resume.py": 94,
+    "test_warm_ray.py": 51, "test_fast_path.py": 35, "test_check_ray.py": 30, "test_zoo_trust.py": 26, "test_run_page.py": 23,
+    "test_ui_browser.py": 33,
 }
 
 
