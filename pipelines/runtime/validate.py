@@ -298,15 +298,16 @@ def check_tracking(config: dict, must_exist: bool = False) -> None:
                         "train something first (raysitter train), or set RAYSITTER_OUTPUT_DIR / tracking.uri to the store your runs went to.")
 
 
-def not_a_folder(path: Path) -> str:
+def not_a_folder(path: Path, writable: bool = True) -> str:
     """Why `path` cannot be (made) a folder: a file where it or a folder above it should be, or
-    the nearest existing folder not writable; empty when it can. Nothing is created."""
+    (`writable`) the nearest existing folder not writable here; empty when it can. Nothing is
+    created."""
     existing = next((p for p in (path, *path.parents) if p.exists()), None)
     if existing is None:
         return ""
     if not existing.is_dir():
         return "is a file, not a folder" if existing == path else f"lies below {existing}, which is a file"
-    if not os.access(existing, os.W_OK | os.X_OK):
+    if writable and not os.access(existing, os.W_OK | os.X_OK):
         return "is a folder you cannot write" if existing == path else f"would be made in {existing}, which you cannot write"
     return ""
 
@@ -334,7 +335,7 @@ def check_storage(config: dict) -> None:
             raise UserError("trainer.storage_path", f"{path!r} looks like an address with a slash missing; as it stands it "
                             "would be a local folder named so.", "write s3://BUCKET/PREFIX, or a folder path.")
         trainer["storage_path"] = absolute(path)
-        why = not_a_folder(Path(trainer["storage_path"]))
+        why = not_a_folder(Path(trainer["storage_path"]), writable=False)  # a cluster's mount may be writable only where Ray Train writes
         if why:
             raise UserError("trainer.storage_path", f"{trainer['storage_path']} {why}; Ray Train keeps the run's checkpoints there.",
                             "pass a folder you can write (one every node can reach, on a cluster) or s3://BUCKET/PREFIX, or leave "
