@@ -303,15 +303,27 @@ def run_stages(config: dict, space: dict[str, Dist], state: dict, state_path: Pa
     return trials, narrowing
 
 
+def no_storage_settings(cfg: DictConfig) -> None:
+    """A sweep keeps its Tune experiment under OUTPUT_DIR/ray_results: `trainer.storage_path`
+    (and its endpoint) are refused first, before the checks of the rest (an S3 bucket's among
+    them) would have the user fix what a sweep then refuses anyway."""
+    for key in ("storage_path", "storage_endpoint"):
+        try:
+            value = cfg.trainer.get(key)
+        except Exception:  # an interpolation that does not resolve: validate.prepare says so
+            continue
+        if value:
+            raise UserError(f"trainer.{key}", f"is {value}, but a sweep keeps its Tune experiment and trials under "
+                            "OUTPUT_DIR/ray_results (object storage for sweeps is not supported yet).",
+                            f"leave trainer.{key} unset for tune (on a cluster, put OUTPUT_DIR on a disk every node mounts); "
+                            "train the chosen configuration with raysitter train trainer.storage_path=… afterwards.")
+
+
 def tune(cfg: DictConfig) -> dict:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    no_storage_settings(cfg)
     run = validate.prepare(cfg)
     config = run.config
-    if config["trainer"].get("storage_path"):
-        raise UserError("trainer.storage_path", "is set, but a sweep keeps its Tune experiment and trials under "
-                        "OUTPUT_DIR/ray_results (object storage for sweeps is not supported yet).",
-                        "leave trainer.storage_path unset for tune (on a cluster, put OUTPUT_DIR on a disk every node mounts); "
-                        "train the chosen configuration with raysitter train trainer.storage_path=… afterwards.")
     tags, choices = hydra_tags("tune")  # the same pipeline/overrides/command tags as train and check
     overrides = list(HydraConfig.get().overrides.task)
     state, state_path, resuming = sweep_state(config, choices, overrides, run.pins)

@@ -446,6 +446,17 @@ def zoo_alias(config: dict[str, Any]) -> None:
                         "pass tracking.register_as=NAME as well.")
 
 
+def endpoint_has_storage(config: dict[str, Any]) -> None:
+    """An S3 endpoint serves only an s3:// `trainer.storage_path`; set alone it would be read by
+    nothing (checkpoints going to the local folder the user thought they had moved)."""
+    trainer = config.get("trainer") or {}
+    endpoint, path = trainer.get("storage_endpoint"), trainer.get("storage_path")
+    if endpoint and not str(path or "").startswith("s3://"):
+        where = f"is {path!r}, a folder" if path else "is not set (checkpoints go to OUTPUT_DIR/ray_results)"
+        raise UserError("trainer.storage_endpoint", f"is {endpoint}, but trainer.storage_path {where}: nothing would use the endpoint.",
+                        "pass trainer.storage_path=s3://BUCKET/PREFIX as well, or drop trainer.storage_endpoint.")
+
+
 def members_are_names(config: dict[str, Any]) -> None:
     present, members = get(config, "members")
     if present and (not isinstance(members, list) or any(not isinstance(m, str) or not ZOO_REF.match(m) and not re.fullmatch(r"[0-9a-f]{32}", m) for m in members)):
@@ -454,4 +465,5 @@ def members_are_names(config: dict[str, Any]) -> None:
 
 
 RULES: tuple[Callable[[dict[str, Any]], None], ...] = (
-    fractions_leave_training_data, digits_classes, lr_range_is_a_range, search_is_consistent, zoo_alias, members_are_names)
+    fractions_leave_training_data, digits_classes, lr_range_is_a_range, search_is_consistent, zoo_alias, endpoint_has_storage,
+    members_are_names)
