@@ -115,14 +115,14 @@ def test_server_keeps_artifacts_on_s3_and_serves_a_zoo_round_trip(s3_store, tmp_
         job = tmp_path / "job"
         job.mkdir()
         trained = subprocess.run([str(BIN / "raysitter"), "train", "trainer.epochs=2", "diagnostics=off", f"tracking.uri={url}",
-                                  "tracking.register_as=s3digits"], env={**env, **joined_ray, "RAYSITTER_OUTPUT_DIR": str(job / "outputs")},
+                                  "tracking.register_as=s3digits", "tracking.register_alias=champion"], env={**env, **joined_ray, "RAYSITTER_OUTPUT_DIR": str(job / "outputs")},
                                  cwd=job, capture_output=True, text=True, timeout=600)
         assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
-        assert "zoo          s3digits/1" in trained.stdout
+        assert "zoo          s3digits/1 (alias champion)" in trained.stdout
         assert any(k.endswith("bundle.json") for k in keys(s3_store, "mlartifacts/"))  # the artifacts went to S3
         elsewhere = tmp_path / "elsewhere"
         elsewhere.mkdir()
-        pulled = subprocess.run([str(BIN / "raysitter"), "zoo", "pull", "s3digits/1", "--dest", "model"],
+        pulled = subprocess.run([str(BIN / "raysitter"), "zoo", "pull", "s3digits@champion", "--dest", "model"],
                                 env={**env, "MLFLOW_TRACKING_URI": url}, cwd=elsewhere, capture_output=True, text=True, timeout=300)
         assert pulled.returncode == 0, pulled.stdout[-2000:] + pulled.stderr[-2000:]
         assert (elsewhere / "model" / "bundle.json").exists() and list((elsewhere / "model").glob("*.safetensors"))
