@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -62,12 +63,16 @@ def uri(path: str, remote: bool) -> str:
 
 
 def check(config: dict[str, Any]) -> None:
-    """`trainer.storage_path`: a local folder is made absolute by the caller; an S3 location's
-    bucket must exist and answer (a listing, nothing written). Raises UserError."""
+    """`trainer.storage_path` as given (a folder is the caller's to make absolute and check):
+    an address must be s3:// with both slashes, and its bucket must exist and answer (a
+    listing, nothing written). Raises UserError."""
     trainer = config["trainer"]
     path = trainer.get("storage_path")
     if not path:
         return
+    if "://" not in str(path) and re.match(r"[A-Za-z][A-Za-z0-9+.-]+:", str(path)):  # s3:/bucket, s3:bucket: not a folder named so
+        raise UserError("trainer.storage_path", f"{path!r} looks like an address with a slash missing; as it stands it "
+                        "would be a local folder named so.", "write s3://BUCKET/PREFIX, or a folder path.")
     if "://" in str(path) and not is_remote(path):
         raise UserError("trainer.storage_path", f"{path!r} is neither a folder nor an s3:// location.",
                         "pass s3://BUCKET/PREFIX (any S3-compatible store; endpoint in trainer.storage_endpoint or "

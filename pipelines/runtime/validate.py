@@ -9,7 +9,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 import os
 from pathlib import Path
-import re
 import sys
 from typing import Any
 
@@ -324,23 +323,20 @@ def check_output_dir(output_dir: str) -> None:
 
 
 def check_storage(config: dict) -> None:
-    """`trainer.storage_path`: a folder made absolute (one that can be made, and not an address
-    with a slash missing), an S3 bucket that answers."""
+    """`trainer.storage_path`: an address that reads as one and a bucket that answers
+    (`storage.check`), or a folder made absolute, one that can be made."""
     from pipelines.runtime import storage
 
+    storage.check(config)  # before the path is made absolute: "s3:/bucket" would become a folder
     trainer = config["trainer"]
     path = trainer.get("storage_path")
     if path and "://" not in str(path):
-        if re.match(r"[A-Za-z][A-Za-z0-9+.-]+:", str(path)):  # s3:/bucket, s3:bucket: not a folder named so
-            raise UserError("trainer.storage_path", f"{path!r} looks like an address with a slash missing; as it stands it "
-                            "would be a local folder named so.", "write s3://BUCKET/PREFIX, or a folder path.")
         trainer["storage_path"] = absolute(path)
         why = not_a_folder(Path(trainer["storage_path"]), writable=False)  # a cluster's mount may be writable only where Ray Train writes
         if why:
             raise UserError("trainer.storage_path", f"{trainer['storage_path']} {why}; Ray Train keeps the run's checkpoints there.",
                             "pass a folder you can write (one every node can reach, on a cluster) or s3://BUCKET/PREFIX, or leave "
                             "it unset for OUTPUT_DIR/ray_results.")
-    storage.check(config)
 
 
 def absolute(path: str) -> str:
