@@ -226,7 +226,8 @@ def test_a_misspelt_key_is_named_with_the_keys_spelled_like_it(output_dir, watch
 
 def test_a_multirun_is_checked_as_each_of_its_jobs_would_be(output_dir, watched, capsys):
     """Every option of a swept group and the first value of each sweep are composed before any
-    job starts; values themselves stay each job's own check."""
+    job starts; values themselves stay each job's own check (a multirun whose every job is
+    refused exits 2, as one refused command does)."""
     from pipelines import train
     from pipelines.runtime.app import check_multirun
 
@@ -237,6 +238,13 @@ def test_a_multirun_is_checked_as_each_of_its_jobs_would_be(output_dir, watched,
             train.main(["-m", *args], prog="raysitter train")
         err = " ".join(capsys.readouterr().err.split())
         assert exit_info.value.code == 2 and said in err, err
+    assert watched == []
+    for launcher in ("basic", "ray"):  # a mistaken value given once, beside the swept key: every job refused, exit 2
+        with pytest.raises(SystemExit) as exit_info:
+            train.main(["-m", "seed=1,2", "optimizer.lr=-1", f"hydra/launcher={launcher}"], prog="raysitter train")
+        err = " ".join(capsys.readouterr().err.split())
+        assert exit_info.value.code == 2 and err.count("error in `optimizer.lr`") == 2, err
+        assert "every job of the multirun (2) was refused; nothing ran." in err
     assert watched == []
     for valid in (["model=mlp,convnet", "model/activation=relu,maxout", "seed=range(1,3)"], ["optimizer=glob(*)"],
                   ["optimizer.lr=tag(log,interval(1e-4,1e-1))"], ["optimizer=sgd,adam", "optimizer.lr=0.1,-1"],

@@ -248,6 +248,8 @@ def hydra_app(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Calla
         def job(cfg: DictConfig) -> Any:
             nonlocal entered
             entered = True
+            if multirun.in_multirun():
+                multirun.JOBS.append(multirun.job_number())
             try:
                 try:
                     return task(cfg)
@@ -279,12 +281,16 @@ def hydra_app(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Calla
                 except UserError as e:
                     report_and_exit(e)
             multirun.FAILED.clear()
+            multirun.JOBS.clear()
             try:
                 result = hydra_task()
             except SystemExit as e:
                 if e.code not in (0, None, 130) and not entered:  # 130: a launcher's jobs interrupted (Ctrl-C)
                     raise SystemExit(2) from None  # Hydra refused the config or the overrides
                 raise
+            if multirun.all_refused():
+                print(f"raysitter: every job of the multirun ({len(multirun.JOBS)}) was refused; nothing ran.", file=sys.stderr, flush=True)
+                raise SystemExit(2)
             if multirun.FAILED:  # the summary has listed them; the command as a whole failed
                 raise SystemExit(1)
             return result

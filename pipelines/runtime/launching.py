@@ -78,6 +78,7 @@ def run_remote_job(module: str, sweep_config: DictConfig, hydra_context: Any, cw
         os.chdir(cwd)
     task = importlib.import_module(module).main.hydra_task
     multirun.FAILED.clear()
+    multirun.JOBS.clear()  # this process may have run other jobs before: only its FAILED go back
     ret = run_job(hydra_context=hydra_context, task_function=task, config=sweep_config,
                   job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
     ret.hydra_cfg = None  # large, and the sweeper needs only the job's own config and result
@@ -111,6 +112,7 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
     results: dict[int, JobReturn] = {}
     for i, overrides in enumerate(job_overrides):
         idx = initial_job_idx + i
+        multirun.JOBS.append(idx)
         sweep_config = launcher.hydra_context.config_loader.load_sweep_config(config, list(overrides))
         with open_dict(sweep_config):
             sweep_config.hydra.job.id = f"job{idx}"

@@ -1,7 +1,8 @@
 """Hydra multirun (`raysitter train -m a=1,2 b=x,y`): every job's MLflow run carries the tag
 `raysitter.multirun` (the sweep folder), and a summary table of the group is printed at the end.
 A job that fails (refused input, a failed or diverged run) does not stop the others: it is
-recorded here, listed in the summary, and the command exits 1."""
+recorded here, listed in the summary, and the command exits 1 (2 when every job was refused:
+nothing ran, as for any refused command)."""
 from __future__ import annotations
 
 import os
@@ -15,10 +16,21 @@ from omegaconf import DictConfig, OmegaConf
 
 
 FAILED: list[dict[str, str]] = []  # this process's failed jobs: job number, overrides, reason
+JOBS: list[int] = []  # the multirun's jobs this process ran or (hydra/launcher=ray) handed out
+
+
+def all_refused() -> bool:
+    """Every job was refused before it started (the same mistake in each, e.g. a value given
+    once beside a swept key): the command as a whole was refused."""
+    return bool(JOBS) and len(FAILED) == len(JOBS) and all(job["reason"].startswith("refused") for job in FAILED)
 
 
 def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def job_number() -> int:
+    return HydraConfig.get().job.num
 
 
 def job_failed(error: BaseException) -> None:
