@@ -23,6 +23,26 @@ def is_remote(path: str | None) -> bool:
     return bool(path) and str(path).startswith(SCHEME)
 
 
+def slash_missing(path: str) -> bool:
+    """`path` reads as an address with a slash missing (s3:/bucket, s3:bucket), which as it
+    stands would be a local folder named so."""
+    return "://" not in str(path) and bool(re.match(r"[A-Za-z][A-Za-z0-9+.-]+:", str(path)))
+
+
+def not_a_folder(path: Path, writable: bool = True) -> str:
+    """Why `path` cannot be (made) a folder: a file where it or a folder above it should be, or
+    (`writable`) the nearest existing folder not writable here; empty when it can. Nothing is
+    created."""
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is None:
+        return ""
+    if not existing.is_dir():
+        return "is a file, not a folder" if existing == path else f"lies below {existing}, which is a file"
+    if writable and not os.access(existing, os.W_OK | os.X_OK):
+        return "is a folder you cannot write" if existing == path else f"would be made in {existing}, which you cannot write"
+    return ""
+
+
 def endpoint(trainer: dict[str, Any]) -> str | None:
     return trainer.get("storage_endpoint") or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
@@ -70,7 +90,7 @@ def check(config: dict[str, Any]) -> None:
     path = trainer.get("storage_path")
     if not path:
         return
-    if "://" not in str(path) and re.match(r"[A-Za-z][A-Za-z0-9+.-]+:", str(path)):  # s3:/bucket, s3:bucket: not a folder named so
+    if slash_missing(path):
         raise UserError("trainer.storage_path", f"{path!r} looks like an address with a slash missing; as it stands it "
                         "would be a local folder named so.", "write s3://BUCKET/PREFIX, or a folder path.")
     if "://" in str(path) and not is_remote(path):

@@ -23,6 +23,7 @@ from pipelines.runtime import build
 from pipelines.runtime.context import RunContext
 from pipelines.runtime.errors import UserError
 from pipelines.runtime.frozen import thaw
+from pipelines.runtime.storage import not_a_folder
 
 
 def resolve(cfg: DictConfig) -> dict[str, Any]:
@@ -295,20 +296,6 @@ def check_tracking(config: dict, must_exist: bool = False) -> None:
     if must_exist and uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         raise UserError("tracking.uri", f"there is no MLflow store at {uri} yet, so it holds no runs or zoo models.",
                         "train something first (raysitter train), or set RAYSITTER_OUTPUT_DIR / tracking.uri to the store your runs went to.")
-
-
-def not_a_folder(path: Path, writable: bool = True) -> str:
-    """Why `path` cannot be (made) a folder: a file where it or a folder above it should be, or
-    (`writable`) the nearest existing folder not writable here; empty when it can. Nothing is
-    created."""
-    existing = next((p for p in (path, *path.parents) if p.exists()), None)
-    if existing is None:
-        return ""
-    if not existing.is_dir():
-        return "is a file, not a folder" if existing == path else f"lies below {existing}, which is a file"
-    if writable and not os.access(existing, os.W_OK | os.X_OK):
-        return "is a folder you cannot write" if existing == path else f"would be made in {existing}, which you cannot write"
-    return ""
 
 
 def check_output_dir(output_dir: str) -> None:
