@@ -142,6 +142,24 @@ def test_server_refuses_a_public_address_without_allowed_hosts(tmp_path, capsys)
     assert not (tmp_path / "mlflow.db").exists()
 
 
+def test_server_refuses_folders_it_could_not_write_before_it_starts(tmp_path, capsys):
+    """A store or artifact folder that cannot be one (a file on its way) and an address with a
+    slash missing, which would have become a local folder named `s3:`."""
+    from pipelines import server
+    from tests.conftest import free_port
+
+    (tmp_path / "file").write_text("not a folder")
+    port = str(free_port())
+    for args, key, said in ((["--output-dir", str(tmp_path / "file")], "--output-dir", "is a file"),
+                            (["--backend-store-uri", f"sqlite:///{tmp_path}/file/m.db"], "--backend-store-uri", "is a file"),
+                            (["--artifacts-destination", f"{tmp_path}/file/a"], "--artifacts-destination", "which is a file"),
+                            (["--artifacts-destination", "s3:/bucket/x"], "--artifacts-destination", "slash missing")):
+        assert server.main(["--port", port, "--output-dir", str(tmp_path / "out"), *args]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert f"error in `{key}`" in err and said in err and " Fix: " in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing made, no folder named s3:
+
+
 def test_ui_without_a_store_says_how_to_make_one(tmp_path, capsys):
     from pipelines import ui
 

@@ -91,6 +91,8 @@ def serve(argv: list[str] | None, prog: str, server: bool) -> int:
             file=sys.stderr,
         )
         return 2
+    if server and refused_folders(uri, output, args.artifacts_destination):
+        return 2
     destination, env = artifacts(getattr(args, "artifacts_destination", None), getattr(args, "s3_endpoint", None), output)
     if destination is None:
         return 2
@@ -125,6 +127,25 @@ def serve(argv: list[str] | None, prog: str, server: bool) -> int:
             stop_group(proc)
 
 
+def refused_folders(uri: str, output: Path, destination: str | None) -> bool:
+    """A server writes its embedded store's folder and (unless given another destination)
+    OUTPUT_DIR/mlartifacts: each must be a folder it can write or make. True after printing
+    why one is refused."""
+    from pipelines.runtime.storage import not_a_folder
+
+    wanted = [(Path(uri.removeprefix("sqlite:///")).parent, "--output-dir" if uri == default_tracking_uri(output) else "--backend-store-uri",
+               f"the server's store ({Path(uri).name}) goes there")] if uri.startswith("sqlite:///") else []
+    if not destination:
+        wanted.append((output / "mlartifacts", "--output-dir", "the server keeps every run's artifacts there"))
+    for folder, flag, what in wanted:
+        why = not_a_folder(folder)
+        if why:
+            print(f"raysitter: error in `{flag}`: {folder} {why}; {what}. Fix: pass a folder you can write as {flag}.",
+                  file=sys.stderr)
+            return True
+    return False
+
+
 def artifacts(destination: str | None, s3_endpoint: str | None, output: Path) -> tuple[str | None, dict[str, str]]:
     """The server's artifact destination and environment: a folder (made absolute), or an S3
     location whose bucket answers (the endpoint reaches MLflow's S3 client as
@@ -140,11 +161,19 @@ def artifacts(destination: str | None, s3_endpoint: str | None, output: Path) ->
     if not destination:
         return str(output / "mlartifacts"), env
     if not storage.is_remote(destination):
-        if "://" in destination:
-            print("raysitter: error in `--artifacts-destination`: only a folder or s3://BUCKET/PREFIX is supported here. "
-                  "Fix: pass one of those.", file=sys.stderr)
+        if "://" in destination or storage.slash_missing(destination):
+            why = "reads as an address with a slash missing (as it stands, a local folder named so)" if "://" not in destination else \
+                "is neither a folder nor an s3:// location"
+            print(f"raysitter: error in `--artifacts-destination`: {destination!r} {why}. Fix: pass a folder or s3://BUCKET/PREFIX.",
+                  file=sys.stderr)
             return None, env
-        return str(Path(destination).expanduser().resolve()), env
+        folder = Path(destination).expanduser().resolve()
+        why = storage.not_a_folder(folder)
+        if why:
+            print(f"raysitter: error in `--artifacts-destination`: {folder} {why}; the server keeps every run's artifacts there. "
+                  "Fix: pass a folder you can write, or s3://BUCKET/PREFIX.", file=sys.stderr)
+            return None, env
+        return str(folder), env
     endpoint = s3_endpoint or os.environ.get("MLFLOW_S3_ENDPOINT_URL") or storage.endpoint({})
     try:
         storage.check_bucket("--artifacts-destination", destination, {"storage_endpoint": endpoint})
