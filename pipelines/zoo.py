@@ -89,12 +89,12 @@ def cmd_pull(args: argparse.Namespace, uri: str) -> int:
 
 
 def cmd_alias(args: argparse.Namespace, uri: str) -> int:
-    from components.zoo.registry import resolve
+    from components.zoo.registry import RESERVED_ALIAS, resolve
 
+    if args.alias.lower() == "latest":
+        raise ZooError(RESERVED_ALIAS, "pick another alias, e.g. champion.")
     client = client_for(uri)
     version = resolve(client, ZooRef(args.name, version=str(args.version)))
-    if args.alias.lower() == "latest":
-        raise ZooError("the alias 'latest' is reserved by MLflow; pick another (e.g. champion)")
     client.set_registered_model_alias(args.name, args.alias, version.version)
     print(f"{args.name}@{args.alias} → version {version.version}")
     return 0

@@ -146,6 +146,8 @@ CORPUS = [
     ("study", ["transfer", "cases.head.lr_scale=5"], "cases.head", False),
     ("zoo", ["pull", "bad name"], "zoo pull", True),
     ("zoo", ["push", RUN_ID, "--name", "o'brien"], "zoo push", True),
+    ("zoo", ["push", RUN_ID, "--name", "x", "--alias", "latest"], "zoo push", True),
+    ("zoo", ["alias", "x", "1", "Latest"], "zoo alias", True),  # refused before the registry is asked
     ("zoo", ["list"], "--output-dir", False),
     ("ui", ["--port", "70000"], "--port", True),
     ("submit", ["--address", "http://127.0.0.1:1", "--", "train", "optimizer.lr=true"], "optimizer.lr", False),

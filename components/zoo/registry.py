@@ -31,6 +31,9 @@ BUNDLE_FILES = frozenset({WEIGHTS, INFO, MANIFEST})
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+RESERVED_ALIAS = "the alias 'latest' is reserved by MLflow (it always means the newest version)"
+
+
 class ZooError(RuntimeError):
     """A zoo reference that does not resolve, or a run without a bundle; `fix` says what to
     do when the generic advice (check the name) would not."""
@@ -149,10 +152,11 @@ def version_tags(info: dict[str, Any]) -> dict[str, str]:
 
 def push(client: MlflowClient, tracking_uri: str, run_id: str, name: str, alias: str | None = None) -> Any:
     """Registers a run's bundle as a new version of `name` (created if needed); sets `alias`."""
-    if not NAME_RE.match(name) or (alias is not None and not NAME_RE.match(alias)):
-        raise ZooError(f"zoo name {name!r} / alias {alias!r}: use letters, digits, _ . - (starting with a letter or digit)")
+    bad = [f"{what} {value!r}" for what, value in (("name", name), ("alias", alias)) if value is not None and not NAME_RE.match(value)]
+    if bad:
+        raise ZooError(f"the {' and the '.join(bad)} cannot be registered", "use letters, digits, _ . - (starting with a letter or digit).")
     if alias is not None and alias.lower() == "latest":
-        raise ZooError("the alias 'latest' is reserved by MLflow; pick another (e.g. champion)")
+        raise ZooError(RESERVED_ALIAS, "pick another alias, e.g. --alias champion.")
     info, digest = read_run_bundle(client, run_id, tracking_uri, model_dir=True)
     try:
         client.get_registered_model(name)
