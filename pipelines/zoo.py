@@ -89,10 +89,10 @@ def cmd_pull(args: argparse.Namespace, uri: str) -> int:
 
 
 def cmd_alias(args: argparse.Namespace, uri: str) -> int:
-    from components.zoo.registry import RESERVED_ALIAS, resolve
+    from components.zoo.registry import alias_problem, resolve
 
-    if args.alias.lower() == "latest":
-        raise ZooError(RESERVED_ALIAS, "pick another alias, e.g. champion.")
+    if alias_problem(args.alias):
+        raise ZooError(str(alias_problem(args.alias)), "pick another alias, e.g. champion.")
     client = client_for(uri)
     version = resolve(client, ZooRef(args.name, version=str(args.version)))
     client.set_registered_model_alias(args.name, args.alias, version.version)

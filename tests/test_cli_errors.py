@@ -109,6 +109,8 @@ CORPUS = [
     ("train", ["tracking.run_name=my/run"], "tracking.run_name", False),
     ("train", ['tracking.register_as="o\'brien"'], "tracking.register_as", False),
     ("train", ["tracking.register_as=digits", "tracking.register_alias=latest"], "tracking.register_alias", False),
+    ("train", ["tracking.register_as=digits", "tracking.register_alias=v1"], "tracking.register_alias", False),  # MLflow's: after training
+    ("train", ["tracking.register_as=digits", "tracking.register_alias=prod.1"], "tracking.register_alias", False),
     ("train", ["resume=no-such-run"], "resume", False),
     ("train", ["resume=../../etc"], "resume", False),
     ("check", ["check.examples=1"], "check.examples", False),
@@ -148,6 +150,8 @@ CORPUS = [
     ("zoo", ["push", RUN_ID, "--name", "o'brien"], "zoo push", True),
     ("zoo", ["push", RUN_ID, "--name", "x", "--alias", "latest"], "zoo push", True),
     ("zoo", ["alias", "x", "1", "Latest"], "zoo alias", True),  # refused before the registry is asked
+    ("zoo", ["push", RUN_ID, "--name", "x", "--alias", "V2"], "zoo push", True),  # MLflow refused it after making the version
+    ("zoo", ["alias", "x", "1", "a.b"], "zoo alias", True),
     ("zoo", ["list"], "--output-dir", False),
     ("ui", ["--port", "70000"], "--port", True),
     ("submit", ["--address", "http://127.0.0.1:1", "--", "train", "optimizer.lr=true"], "optimizer.lr", False),

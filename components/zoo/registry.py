@@ -31,7 +31,18 @@ BUNDLE_FILES = frozenset({WEIGHTS, INFO, MANIFEST})
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-RESERVED_ALIAS = "the alias 'latest' is reserved by MLflow (it always means the newest version)"
+ALIAS_RE = re.compile(r"^[A-Za-z0-9_-]+$")  # what MLflow's registry takes in an alias (no dots, unlike names)
+
+
+def alias_problem(alias: str) -> str | None:
+    """Why MLflow's registry would refuse `alias` (after a version was made, if asked then), or None."""
+    if not ALIAS_RE.match(alias):
+        return f"the alias {alias!r} has characters MLflow does not take in an alias (only letters, digits, _ and -)"
+    if alias.lower() == "latest":
+        return "the alias 'latest' is reserved by MLflow (it always means the newest version)"
+    if re.fullmatch(r"[vV][0-9]+", alias):
+        return f"the alias {alias!r} is reserved by MLflow (v1, v2, … name versions)"
+    return None
 
 
 class ZooError(RuntimeError):
@@ -152,11 +163,10 @@ def version_tags(info: dict[str, Any]) -> dict[str, str]:
 
 def push(client: MlflowClient, tracking_uri: str, run_id: str, name: str, alias: str | None = None) -> Any:
     """Registers a run's bundle as a new version of `name` (created if needed); sets `alias`."""
-    bad = [f"{what} {value!r}" for what, value in (("name", name), ("alias", alias)) if value is not None and not NAME_RE.match(value)]
-    if bad:
-        raise ZooError(f"the {' and the '.join(bad)} cannot be registered", "use letters, digits, _ . - (starting with a letter or digit).")
-    if alias is not None and alias.lower() == "latest":
-        raise ZooError(RESERVED_ALIAS, "pick another alias, e.g. --alias champion.")
+    if not NAME_RE.match(name):
+        raise ZooError(f"the name {name!r} cannot be registered", "use letters, digits, _ . - (starting with a letter or digit).")
+    if alias is not None and alias_problem(alias):
+        raise ZooError(str(alias_problem(alias)), "pick another alias, e.g. champion.")
     info, digest = read_run_bundle(client, run_id, tracking_uri, model_dir=True)
     try:
         client.get_registered_model(name)

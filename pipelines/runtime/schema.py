@@ -163,7 +163,7 @@ SPEC: dict[str, Any] = {
     "tracking.log_model": Flag(),
     "tracking.log_bundle": Flag(),
     "tracking.register_as": Text("digits-mlp", ZOO_NAME, optional=True, what="a zoo name of letters, digits and _ . - (no spaces or quotes)"),
-    "tracking.register_alias": Text("champion", ZOO_NAME, optional=True, what="an alias of letters, digits and _ . - (no spaces or quotes)"),
+    "tracking.register_alias": Text("champion", ZOO_NAME, optional=True, what="an alias of letters, digits, _ and - (no spaces or quotes)"),
     # data (each key where the chosen dataset has it)
     "data.val_fraction": FRACTION,
     "data.test_fraction": FRACTION,
@@ -439,8 +439,12 @@ def search_is_consistent(config: dict[str, Any]) -> None:
 
 def zoo_alias(config: dict[str, Any]) -> None:
     present, alias = get(config, "tracking.register_alias")
-    if present and isinstance(alias, str) and alias.lower() == "latest":
-        raise UserError("tracking.register_alias", "is 'latest', which MLflow reserves for the newest version.", "pass another alias, e.g. tracking.register_alias=champion.")
+    if present and isinstance(alias, str):
+        from components.zoo.registry import alias_problem  # MLflow's own rules, checked before training, not after
+
+        problem = alias_problem(alias)
+        if problem:
+            raise UserError("tracking.register_alias", f"is {alias!r}: {problem}.", "pass another alias, e.g. tracking.register_alias=champion.")
     if present and alias is not None and not (config.get("tracking") or {}).get("register_as"):
         raise UserError("tracking.register_alias", "is set, but tracking.register_as (the zoo name it would point into) is not.",
                         "pass tracking.register_as=NAME as well.")
