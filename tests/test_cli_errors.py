@@ -263,6 +263,7 @@ CONSOLE = [
     (["tune", "search.mode=maximum"], "search.mode"),
     (["finetune", "zoo=x", "finetune.strategy=all"], "finetune.strategy"),
     (["train", "trainer.address=127.0.0.1:1"], "trainer.address"),  # Ray would retry it for ever
+    (["train", "trainer.num_workers=64"], "trainer.num_workers"),  # more than this machine: Ray Train would wait for ever
 ]
 
 

@@ -107,6 +107,36 @@ def check_ray_address(config: dict) -> None:
     )
 
 
+def check_fits_this_machine(config: dict) -> None:
+    """A Ray this command starts itself is this machine: a worker group needing more CPUs or
+    GPUs than it has would wait for them for ever (Ray Train gives up on the group every 60 s,
+    prints a traceback and asks again). A Ray given by address, found running, or joined
+    already is left to decide (a cluster's autoscaler may add nodes)."""
+    t = config["trainer"]
+    if t.get("address") not in (None, "", "local") or "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        return
+    per = {k: float(v) for k, v in dict(t.get("resources_per_worker") or {}).items()}
+    n, cpu = int(t["num_workers"]), per.get("CPU", 1.0)
+    gpu = per.get("GPU", 1.0 if t["use_gpu"] else 0.0)
+    if n * cpu <= 1 and not gpu:  # one CPU: every machine has it
+        return
+    from pipelines.runtime.ray_runner import running_local_ray
+
+    if not t.get("address") and running_local_ray() is not None:
+        return
+    import ray._private.utils
+
+    for what, need, have in (("CPU", n * cpu, float(ray._private.utils.get_num_cpus())),
+                             ("GPU", n * gpu, float(torch.cuda.device_count()))):
+        if need > have:
+            each = n and need / n
+            key, fix = ("trainer.num_workers", f"pass trainer.num_workers={int(have // each)}") if have >= each else \
+                (f"trainer.resources_per_worker.{what}", f"pass trainer.resources_per_worker.{what}={have:g} or less")
+            raise UserError(key, f"asks for {n} worker(s) × {each:g} {what} = {need:g} {what}s, but the Ray this command starts "
+                            f"has this machine's {have:g}: the worker group would wait for them for ever.",
+                            f"{fix}, or run it on a cluster with room for it (trainer.address=HOST:6379, or raysitter submit).")
+
+
 def speaks_grpc(address: str, timeout_s: float = 3.0) -> bool:
     """Whether a gRPC server (as a Ray head's GCS is) completes the HTTP/2 handshake at
     `address`: Ray waits for ever on an address where some other server answers."""
@@ -451,6 +481,7 @@ def prepare(cfg: DictConfig, adjust: Callable[[dict], tuple[list[str], RunContex
     check_storage(draft)
     check_numbers(draft)
     check_ray_address(draft)
+    check_fits_this_machine(draft)
     input_shape, num_classes = check_data(draft)
     sizes = check_splits(draft)
     adopted, context = [], RunContext()
