@@ -264,6 +264,7 @@ CONSOLE = [
     (["finetune", "zoo=x", "finetune.strategy=all"], "finetune.strategy"),
     (["train", "trainer.address=127.0.0.1:1"], "trainer.address"),  # Ray would retry it for ever
     (["train", "trainer.num_workers=64"], "trainer.num_workers"),  # more than this machine: Ray Train would wait for ever
+    (["tune", "search.trial_cpus=64"], "search.trial_cpus"),  # no trial would ever start
 ]
 
 

@@ -118,7 +118,10 @@ def check_fits_this_machine(config: dict) -> None:
     per = {k: float(v) for k, v in dict(t.get("resources_per_worker") or {}).items()}
     n, cpu = int(t["num_workers"]), per.get("CPU", 1.0)
     gpu = per.get("GPU", 1.0 if t["use_gpu"] else 0.0)
-    if n * cpu <= 1 and not gpu:  # one CPU: every machine has it
+    search = config.get("search") or {}
+    trial = float(search.get("trial_cpus") or 0)  # a sweep's trial: its driver's CPUs, then its workers' (search.worker_cpus)
+    cpu = float(search.get("worker_cpus") or cpu) if "trial_cpus" in search else cpu
+    if trial + n * cpu <= 1 and not gpu:  # one CPU: every machine has it
         return
     from pipelines.runtime.ray_runner import running_local_ray
 
@@ -126,7 +129,13 @@ def check_fits_this_machine(config: dict) -> None:
         return
     import ray._private.utils
 
-    for what, need, have in (("CPU", n * cpu, float(ray._private.utils.get_num_cpus())),
+    cpus = float(ray._private.utils.get_num_cpus())
+    if trial and trial + n * cpu > cpus:
+        raise UserError("search.trial_cpus", f"is {trial:g}: with {n} worker(s) × {cpu:g} CPU (search.worker_cpus) a trial asks for "
+                        f"{trial + n * cpu:g} CPUs, but the Ray this command starts has this machine's {cpus:g}: no trial would ever start.",
+                        f"lower search.trial_cpus or search.worker_cpus (or trainer.num_workers) until a trial fits in {cpus:g}, or run "
+                        "the sweep on a cluster with room for it (trainer.address=HOST:6379).")
+    for what, need, have in (("CPU", n * cpu, cpus),
                              ("GPU", n * gpu, float(torch.cuda.device_count()))):
         if need > have:
             each = n and need / n
