@@ -278,6 +278,19 @@ def test_the_console_script_refuses_with_one_paragraph(args, key, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no output folder, no Ray session folder
 
 
+def test_a_multirun_whose_workers_never_fit_this_machine_is_refused_before_ray(tmp_path):
+    """hydra/launcher=ray on a Ray of the command's own: each job's workers are checked against
+    this machine before that Ray starts (inside a job's Ray task the check cannot tell)."""
+    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "RAY_ADDRESS": "local"}
+    env.update(RAYSITTER_OUTPUT_DIR=str(tmp_path / "out"), RAY_TMPDIR=str(tmp_path / "ray"))
+    proc = subprocess.run([RAYSITTER, "train", "-m", "seed=1,2", "trainer.num_workers=64", "hydra/launcher=ray"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    err = " ".join(proc.stderr.split())
+    assert err.count("error in `trainer.num_workers`") == 2 and "every job of the multirun (2) was refused; nothing ran." in err
+    assert "Traceback" not in err and not (tmp_path / "ray").exists()  # no Ray was started
+
+
 def test_an_address_where_something_else_answers_is_refused_in_seconds():
     """Ray waits for ever on a host:port where a server that is not Ray answers (a dashboard's
     port, a web server): the command is refused instead, before anything starts."""

@@ -50,10 +50,13 @@ def fits(need: dict[str, float], free: dict[str, float]) -> bool:
 
 
 def check_job(sweep_config: DictConfig) -> None:
-    """A job's config checked as `raysitter train` checks a command line before Ray (UserError)."""
+    """A job's config checked as `raysitter train` checks a command line before Ray (UserError),
+    and, for a Ray this command will start, whether its workers fit this machine (inside the
+    job's Ray task that check no longer can tell)."""
     from pipelines.runtime import validate
 
     validate.check_composed(sweep_config)
+    validate.check_fits_this_machine({"trainer": OmegaConf.to_container(sweep_config.trainer, resolve=True)})
 
 
 def prepare_store(config: DictConfig) -> None:

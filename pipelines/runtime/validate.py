@@ -117,7 +117,7 @@ def check_fits_this_machine(config: dict) -> None:
         return
     per = {k: float(v) for k, v in dict(t.get("resources_per_worker") or {}).items()}
     n, cpu = int(t["num_workers"]), per.get("CPU", 1.0)
-    gpu = per.get("GPU", 1.0 if t["use_gpu"] else 0.0)
+    gpu = per.get("GPU", 1.0 if t["use_gpu"] and torch.cuda.device_count() else 0.0)  # none here: the run falls back to the CPU
     search = config.get("search") or {}
     trial = float(search.get("trial_cpus") or 0)  # a sweep's trial: its driver's CPUs, then its workers' (search.worker_cpus)
     cpu = float(search.get("worker_cpus") or cpu) if "trial_cpus" in search else cpu
