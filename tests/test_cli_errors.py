@@ -251,6 +251,7 @@ def test_a_multirun_is_checked_as_each_of_its_jobs_would_be(output_dir, watched,
         err = " ".join(capsys.readouterr().err.split())
         assert exit_info.value.code == 2 and err.count("error in `optimizer.lr`") == 2, err
         assert "every job of the multirun (2) was refused; nothing ran." in err
+        assert not list((output_dir / "multirun").glob("*")) and not (output_dir / "mlflow.db").exists()  # no sweep folder, no store
     assert watched == []
     for valid in (["model=mlp,convnet", "model/activation=relu,maxout", "seed=range(1,3)"], ["optimizer=glob(*)"],
                   ["optimizer.lr=tag(log,interval(1e-4,1e-1))"], ["optimizer=sgd,adam", "optimizer.lr=0.1,-1"],

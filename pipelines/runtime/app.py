@@ -282,6 +282,7 @@ def hydra_app(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Calla
                     report_and_exit(e)
             multirun.FAILED.clear()
             multirun.JOBS.clear()
+            multirun.SWEEP.clear()
             try:
                 result = hydra_task()
             except SystemExit as e:
@@ -289,6 +290,7 @@ def hydra_app(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Calla
                     raise SystemExit(2) from None  # Hydra refused the config or the overrides
                 raise
             if multirun.all_refused():
+                multirun.drop_empty_sweep_folder()
                 print(f"raysitter: every job of the multirun ({len(multirun.JOBS)}) was refused; nothing ran.", file=sys.stderr, flush=True)
                 raise SystemExit(2)
             if multirun.FAILED:  # the summary has listed them; the command as a whole failed

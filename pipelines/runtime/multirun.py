@@ -6,6 +6,7 @@ nothing ran, as for any refused command)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import sys
 from typing import Any
 
@@ -17,6 +18,18 @@ from omegaconf import DictConfig, OmegaConf
 
 FAILED: list[dict[str, str]] = []  # this process's failed jobs: job number, overrides, reason
 JOBS: list[int] = []  # the multirun's jobs this process ran or (hydra/launcher=ray) handed out
+SWEEP: list[str] = []  # the sweep folder Hydra made for this process's multirun
+
+
+def drop_empty_sweep_folder() -> None:
+    """After a multirun whose every job was refused: the sweep folder Hydra made for it holds
+    its own multirun.yaml and empty job folders only, and goes (a refused command leaves
+    nothing behind). A folder holding anything else stays as it is."""
+    import shutil
+
+    for folder in map(Path, SWEEP):
+        if folder.is_dir() and all(p == folder / "multirun.yaml" or p.is_dir() and not any(p.iterdir()) for p in folder.rglob("*")):
+            shutil.rmtree(folder)
 
 
 def all_refused() -> bool:
@@ -69,10 +82,11 @@ class MultirunSummary(Callback):
         from components.tracking import default_tracking_uri
 
         uri = OmegaConf.select(config, "tracking.uri") or default_tracking_uri(OmegaConf.select(config, "output_dir"))
-        client = MlflowClient(uri)
         group = str(OmegaConf.select(config, "hydra.sweep.dir"))
+        SWEEP.append(group)
         runs = []
         if uri.startswith("http") or not uri.startswith("sqlite:///") or os.path.exists(uri.removeprefix("sqlite:///")):
+            client = MlflowClient(uri)  # made only here: for SQLite, making one creates the store
             exp = client.get_experiment_by_name(OmegaConf.select(config, "tracking.experiment"))
             runs = client.search_runs([exp.experiment_id], f"tags.`raysitter.multirun` = '{group}'") if exp else []
         with_run = {run.data.tags.get("raysitter.multirun.job") for run in runs}
