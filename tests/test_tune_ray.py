@@ -149,7 +149,9 @@ def test_ctrl_c_leaves_no_run_running_and_the_sweep_resumes_every_trial_exactly_
     finished = [t.data.tags["raysitter.trial"] for t in trials if t.info.status == "FINISHED"]
     assert len(finished) == 3 and len(set(finished)) == 3  # 2 + 1 trials, each completed once
     assert not [t for t in trials if t.info.status == "RUNNING"]
-    assert all(t.data.tags.get("raysitter.outcome") == "interrupted" for t in trials if t.info.status == "KILLED")
+    unlabelled = [(t.data.tags.get("raysitter.trial"), t.data.tags.get("raysitter.outcome"), t.data.metrics.get("epoch"), t.info.end_time)
+                  for t in trials if t.info.status == "KILLED" and t.data.tags.get("raysitter.outcome") != "interrupted"]
+    assert not unlabelled, (unlabelled, resumed.stdout[-2000:], (tmp_path / "first_driver.log").read_text()[-3000:])
 
 
 def test_asha_outcomes_match_the_epochs_each_trial_ran_one_at_a_time(ray_session, output_dir):
