@@ -91,8 +91,9 @@ def cmd_pull(args: argparse.Namespace, uri: str) -> int:
 def cmd_alias(args: argparse.Namespace, uri: str) -> int:
     from components.zoo.registry import alias_problem, resolve
 
-    if alias_problem(args.alias):
-        raise ZooError(str(alias_problem(args.alias)), "pick another alias, e.g. champion.")
+    problem = alias_problem(args.alias)
+    if problem:
+        raise ZooError(problem, "pick another alias, e.g. champion.")
     client = client_for(uri)
     version = resolve(client, ZooRef(args.name, version=str(args.version)))
     client.set_registered_model_alias(args.name, args.alias, version.version)

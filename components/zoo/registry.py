@@ -165,8 +165,9 @@ def push(client: MlflowClient, tracking_uri: str, run_id: str, name: str, alias:
     """Registers a run's bundle as a new version of `name` (created if needed); sets `alias`."""
     if not NAME_RE.match(name):
         raise ZooError(f"the name {name!r} cannot be registered", "use letters, digits, _ . - (starting with a letter or digit).")
-    if alias is not None and alias_problem(alias):
-        raise ZooError(str(alias_problem(alias)), "pick another alias, e.g. champion.")
+    problem = alias_problem(alias) if alias is not None else None
+    if problem:
+        raise ZooError(problem, "pick another alias, e.g. champion.")
     info, digest = read_run_bundle(client, run_id, tracking_uri, model_dir=True)
     try:
         client.get_registered_model(name)

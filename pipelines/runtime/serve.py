@@ -161,9 +161,8 @@ def artifacts(destination: str | None, s3_endpoint: str | None, output: Path) ->
     if not destination:
         return str(output / "mlartifacts"), env
     if not storage.is_remote(destination):
-        if "://" in destination or storage.slash_missing(destination):
-            why = "reads as an address with a slash missing (as it stands, a local folder named so)" if "://" not in destination else \
-                "is neither a folder nor an s3:// location"
+        why = storage.not_an_address(destination)
+        if why:
             print(f"raysitter: error in `--artifacts-destination`: {destination!r} {why}. Fix: pass a folder or s3://BUCKET/PREFIX.",
                   file=sys.stderr)
             return None, env

@@ -23,10 +23,15 @@ def is_remote(path: str | None) -> bool:
     return bool(path) and str(path).startswith(SCHEME)
 
 
-def slash_missing(path: str) -> bool:
-    """`path` reads as an address with a slash missing (s3:/bucket, s3:bucket), which as it
-    stands would be a local folder named so."""
-    return "://" not in str(path) and bool(re.match(r"[A-Za-z][A-Za-z0-9+.-]+:", str(path)))
+def not_an_address(path: str) -> str:
+    """Why `path`, meant as a folder or an s3:// location, is neither: an address with a slash
+    missing (s3:/bucket, s3:bucket: as it stands, a local folder named so) or with another
+    scheme; empty when it is one of them."""
+    if "://" not in str(path):
+        if re.match(r"[A-Za-z][A-Za-z0-9+.-]+:", str(path)):
+            return "looks like an address with a slash missing; as it stands it would be a local folder named so"
+        return ""
+    return "" if is_remote(path) else "is neither a folder nor an s3:// location"
 
 
 def not_a_folder(path: Path, writable: bool = True) -> str:
@@ -90,11 +95,11 @@ def check(config: dict[str, Any]) -> None:
     path = trainer.get("storage_path")
     if not path:
         return
-    if slash_missing(path):
-        raise UserError("trainer.storage_path", f"{path!r} looks like an address with a slash missing; as it stands it "
-                        "would be a local folder named so.", "write s3://BUCKET/PREFIX, or a folder path.")
-    if "://" in str(path) and not is_remote(path):
-        raise UserError("trainer.storage_path", f"{path!r} is neither a folder nor an s3:// location.",
+    why = not_an_address(path)
+    if why and "://" not in str(path):
+        raise UserError("trainer.storage_path", f"{path!r} {why}.", "write s3://BUCKET/PREFIX, or a folder path.")
+    if why:
+        raise UserError("trainer.storage_path", f"{path!r} {why}.",
                         "pass s3://BUCKET/PREFIX (any S3-compatible store; endpoint in trainer.storage_endpoint or "
                         "AWS_ENDPOINT_URL) or a folder every node can reach; leave it unset for OUTPUT_DIR/ray_results.")
     if is_remote(path):

@@ -129,16 +129,15 @@ def check_fits_this_machine(config: dict) -> None:
         return
     import ray._private.utils
 
-    cpus = float(ray._private.utils.get_num_cpus())
+    cpus, gpus = float(ray._private.utils.get_num_cpus()), float(torch.cuda.device_count())
     if trial and trial + n * cpu > cpus:
         raise UserError("search.trial_cpus", f"is {trial:g}: with {n} worker(s) × {cpu:g} CPU (search.worker_cpus) a trial asks for "
                         f"{trial + n * cpu:g} CPUs, but the Ray this command starts has this machine's {cpus:g}: no trial would ever start.",
                         f"lower search.trial_cpus or search.worker_cpus (or trainer.num_workers) until a trial fits in {cpus:g}, or run "
                         "the sweep on a cluster with room for it (trainer.address=HOST:6379).")
-    for what, need, have in (("CPU", n * cpu, cpus),
-                             ("GPU", n * gpu, float(torch.cuda.device_count()))):
+    for what, each, have in (("CPU", cpu, cpus), ("GPU", gpu, gpus)):
+        need = n * each
         if need > have:
-            each = n and need / n
             key, fix = ("trainer.num_workers", f"pass trainer.num_workers={int(have // each)}") if have >= each else \
                 (f"trainer.resources_per_worker.{what}", f"pass trainer.resources_per_worker.{what}={have:g} or less")
             raise UserError(key, f"asks for {n} worker(s) × {each:g} {what} = {need:g} {what}s, but the Ray this command starts "
