@@ -139,7 +139,7 @@ def run_stage(config: dict, space: dict[str, Dist], stage: int, state: dict, tra
     # a run still RUNNING lost its process before it could say why it stopped: at one of ASHA's
     # rungs when there are rungs, and otherwise it was not stopped by the sweep
     cut = "early_stopped" if stage_data["sweep"]["stops_at"] else "interrupted"
-    sweep.close_orphans(tracker.client, tracker.experiment_id, tracker.run_id, "KILLED", cut, spec["epochs"])
+    sweep.close_orphans(tracker.client, tracker.experiment_id, tracker.run_id, cut)
     stopped = sum(1 for t in trials if not t["error"] and not t.get("diverged") and t["epochs_run"] < spec["epochs"])
     if stopped:
         console.print(f"  ASHA stopped {stopped} trials early")
@@ -345,7 +345,7 @@ def tune(cfg: DictConfig) -> dict:
         if not resuming:
             tracker.log_config(config)
         else:
-            killed = sweep.close_orphans(tracker.client, tracker.experiment_id, tracker.run_id, "KILLED", "interrupted")
+            killed = sweep.close_orphans(tracker.client, tracker.experiment_id, tracker.run_id, "interrupted")
             console.print(f"resuming sweep {state['name']}: {len(state['stages'])} stage(s) done, {killed} interrupted trial run(s) marked KILLED")
         state["parent_run_id"] = tracker.run_id
         sweep.write_state(state_path, state)
@@ -355,7 +355,7 @@ def tune(cfg: DictConfig) -> dict:
         try:
             trials, narrowing = run_stages(config, space, state, state_path, tracker, resuming)
         except KeyboardInterrupt:  # Ctrl-C / SIGTERM: no trial run is left RUNNING (resume reopens the sweep)
-            sweep.close_orphans(tracker.client, tracker.experiment_id, tracker.run_id, "KILLED", "interrupted")
+            sweep.close_orphans(tracker.client, tracker.experiment_id, tracker.run_id, "interrupted")
             raise
         tracker.client.log_text(tracker.run_id, "\n".join(narrowing), "narrowing_log.txt")
         best = log_sweep(tracker, config, trials, narrowing)

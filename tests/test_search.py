@@ -135,3 +135,42 @@ def test_ctrl_c_that_tune_catches_interrupts_the_sweep_even_when_the_stage_finis
         signal.signal(signal.SIGINT, previous)
         if hasattr(signal, "SIGUSR1"):
             signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+
+
+def test_the_sweep_closes_a_trial_run_as_the_trial_would_even_when_its_last_epoch_lands_meanwhile(tmp_path):
+    """Ctrl-C reaches the sweep and its trials at once: the sweep closes the trial runs still
+    RUNNING while a trial's own process may be logging its last epoch and closing its run (a
+    finished trial ended KILLED without `raysitter.outcome=interrupted`, seen once in CI).
+    Both decide by the epochs the run logged; one that logged them all ends FINISHED."""
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.runtime import sweep
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("x", artifact_location=(tmp_path / "art").as_uri())
+    parent = client.create_run(exp).info.run_id
+
+    def trial(epochs_logged: int | None) -> str:
+        run_id = client.create_run(exp, tags={"mlflow.parentRunId": parent}).info.run_id
+        if epochs_logged is not None:  # params come before the first epoch
+            client.log_param(run_id, "trainer.epochs", "3")
+            if epochs_logged:
+                client.log_metric(run_id, "epoch", epochs_logged)
+        return run_id
+
+    done, cut, unstarted, racing = trial(3), trial(1), trial(None), trial(2)
+
+    class LastEpochLandsMeanwhile(MlflowClient):  # the racing trial logs epoch 3 right after the sweep's read
+        def set_terminated(self, run_id, status=None, end_time=None):
+            if run_id == racing and status == "KILLED":
+                client.log_metric(racing, "epoch", 3)
+            return super().set_terminated(run_id, status, end_time)
+
+    closer = LastEpochLandsMeanwhile(client.tracking_uri)
+    assert sweep.close_orphans(closer, exp, parent, "interrupted") == 2
+    ended = {r: client.get_run(r) for r in (done, cut, unstarted, racing)}
+    assert {r: (run.info.status, run.data.tags["raysitter.outcome"]) for r, run in ended.items()} == {
+        done: ("FINISHED", "completed"), cut: ("KILLED", "interrupted"),
+        unstarted: ("KILLED", "interrupted"), racing: ("FINISHED", "completed"),
+    }
+    assert sweep.close_orphans(client, exp, parent, "interrupted") == 0  # nothing left RUNNING

@@ -166,6 +166,8 @@ def run_trial(params: dict[str, Any], stage: dict[str, Any]) -> None:
         else:
             from pipelines.runtime.training import record_outcome
 
+            if not metrics.get("stopped_early"):  # said before FINISHED, as `close_orphans` says it
+                set_tag(client, run_id, "raysitter.outcome", "completed")
             record_outcome(client, run_id, metrics)
             client.set_terminated(run_id, "FINISHED")
     except SystemExit as e:
@@ -174,11 +176,9 @@ def run_trial(params: dict[str, Any], stage: dict[str, Any]) -> None:
             raise
         # Tune stops a trial by exiting its report call: at the last epoch, by the scheduler (at
         # one of its rungs), or because the sweep was interrupted (Ctrl-C: anywhere else)
-        epoch = int(client.get_run(run_id).data.metrics.get("epoch", 0))
-        done = epoch >= config["trainer"]["epochs"]
-        outcome = "completed" if done else "early_stopped" if epoch in sweep.get("stops_at", ()) else "interrupted"
-        set_tag(client, run_id, "raysitter.outcome", outcome)
-        client.set_terminated(run_id, "FINISHED" if done else "KILLED")
+        logged = client.get_run(run_id)
+        epoch = int(logged.data.metrics.get("epoch", 0))
+        end_trial_run(client, run_id, all_epochs_logged(logged), "early_stopped" if epoch in sweep.get("stops_at", ()) else "interrupted")
         raise
     except BaseException:
         client.set_terminated(run_id, "FAILED")
@@ -204,24 +204,40 @@ def trial_run(client: MlflowClient, experiment_id: str, parent_run_id: str, tria
     return runs[0].info.run_id if runs else None
 
 
-def close_orphans(
-    client: MlflowClient, experiment_id: str, parent_run_id: str, status: str, outcome: str, epochs: int | None = None
-) -> int:
-    """Trial runs still RUNNING under the sweep end as `status` with `raysitter.outcome=outcome`;
-    returns how many. Tune ends a trial's process as soon as its scheduler says stop, also at
-    the last epoch, so a run that logged all `epochs` ends FINISHED (outcome `completed`)."""
+def all_epochs_logged(run: Any) -> bool:
+    """Whether a trial run logged every epoch its config asks for (`trainer.epochs`, a param
+    logged before its first epoch): the one rule both a trial and its sweep close it by."""
+    epochs = run.data.params.get("trainer.epochs")
+    return epochs is not None and run.data.metrics.get("epoch", 0) >= int(epochs)
+
+
+def end_trial_run(client: MlflowClient, run_id: str, done: bool, outcome: str) -> None:
+    """FINISHED with `raysitter.outcome=completed` when `done`, else KILLED with `outcome`."""
+    set_tag(client, run_id, "raysitter.outcome", "completed" if done else outcome)
+    client.set_terminated(run_id, "FINISHED" if done else "KILLED")
+
+
+def close_orphans(client: MlflowClient, experiment_id: str, parent_run_id: str, outcome: str) -> int:
+    """Trial runs still RUNNING under the sweep end KILLED with `raysitter.outcome=outcome`,
+    or FINISHED (`completed`) when they logged every epoch (Tune ends a trial's process as soon
+    as its scheduler says stop, also at the last epoch); returns how many were cut short.
+
+    On Ctrl-C a trial's own process may be closing its run at this very moment: it decides by
+    the same rule, and a last epoch it logs after this read is seen by reading the run again
+    after closing it, so that a finished trial never ends KILLED (its resume would run it twice)
+    nor with a status and an outcome that disagree."""
     orphans = client.search_runs(
         [experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'"
     )
     cut_short = 0
     for run in orphans:
-        if epochs is not None and run.data.metrics.get("epoch", 0) >= epochs:
-            set_tag(client, run.info.run_id, "raysitter.outcome", "completed")
-            client.set_terminated(run.info.run_id, "FINISHED")
-            continue
-        set_tag(client, run.info.run_id, "raysitter.outcome", outcome)
-        client.set_terminated(run.info.run_id, status)
-        cut_short += 1
+        run_id = run.info.run_id
+        done = all_epochs_logged(run)
+        end_trial_run(client, run_id, done, outcome)
+        if not done and all_epochs_logged(client.get_run(run_id)):
+            end_trial_run(client, run_id, True, outcome)
+            done = True
+        cut_short += not done
     return cut_short
 
 
