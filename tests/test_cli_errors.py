@@ -239,7 +239,12 @@ def test_a_multirun_is_checked_as_each_of_its_jobs_would_be(output_dir, watched,
 
     for args, said in ((["trainer.epoch=3,4"], "did you mean trainer.epochs?"),
                        (["optimizer=sgd,adam", "optimizer.momentm=0.9"], "did you mean optimizer.momentum?"),
-                       (["hydra/launcher=rai"], "use one of basic, ray.")):
+                       (["hydra/launcher=rai"], "use one of basic, ray."),
+                       # a sweep that would run no job, or that Hydra's basic sweeper stops at in a traceback
+                       (["optimizer.lr=tag(log,interval(1e-4,1e-1))"], "error in `optimizer.lr`: is tag(log,interval(1e-4,1e-1)), a range"),
+                       (["seed=range(5,5)"], "error in `seed`: is range(5,5), which holds no value"),
+                       (["seed=glob(*)"], "glob() picks options of a config group"),
+                       (["optimizer=glob(nosuch*)"], "glob(nosuch*) matches no option of optimizer (adagrad, adam,")):
         with pytest.raises(SystemExit) as exit_info:
             train.main(["-m", *args], prog="raysitter train")
         err = " ".join(capsys.readouterr().err.split())
@@ -253,8 +258,8 @@ def test_a_multirun_is_checked_as_each_of_its_jobs_would_be(output_dir, watched,
         assert "every job of the multirun (2) was refused; nothing ran." in err
         assert not list((output_dir / "multirun").glob("*")) and not (output_dir / "mlflow.db").exists()  # no sweep folder, no store
     assert watched == []
-    for valid in (["model=mlp,convnet", "model/activation=relu,maxout", "seed=range(1,3)"], ["optimizer=glob(*)"],
-                  ["optimizer.lr=tag(log,interval(1e-4,1e-1))"], ["optimizer=sgd,adam", "optimizer.lr=0.1,-1"],
+    for valid in (["model=mlp,convnet", "model/activation=relu,maxout", "seed=range(1,3)"], ["optimizer=glob(*,exclude=lbfgs)"],
+                  ["optimizer=sgd,adam", "optimizer.lr=0.1,-1"],
                   ["+tags.x=a,b", "hydra/launcher=basic,ray", "data.classes=[0,1],[2,3]"]):
         check_multirun("train", valid)
 

@@ -173,7 +173,6 @@ def check_multirun(config_name: str, overrides: list[str]) -> None:
     option is refused in one paragraph before any job starts. Values are checked per job, as
     each starts (a refused job leaves the others running)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import Override
     from hydra.errors import HydraException
 
     try:
@@ -181,16 +180,14 @@ def check_multirun(config_name: str, overrides: list[str]) -> None:
     except HydraException:
         check_overrides(config_name, overrides)  # names the override Hydra cannot read
         return
+    basic = all(o.key_or_group != "hydra/sweeper" or o.value() == "basic" for o in parsed)
     lines, options = [], []
     for i, o in enumerate(parsed):
         if not o.is_sweep_override():
             lines.append(o.input_line)
             continue
-        try:
-            values = [Override._get_value_element_as_str(v) for v in o.sweep_iterator()]
-        except HydraException:  # interval() and glob() sweeps: for a sweeper that samples them
-            return
-        if not values:
+        values = sweep_values(o, basic)
+        if values is None:  # interval(): for the sampling sweeper given instead of Hydra's basic one
             return
         lines.append(f"{o.get_key_element()}={values[0]}")
         if (CONF_DIR / o.key_or_group).is_dir() or o.key_or_group.startswith("hydra/"):
@@ -198,6 +195,41 @@ def check_multirun(config_name: str, overrides: list[str]) -> None:
     check_overrides(config_name, lines)
     for i, line in options[:32]:
         check_overrides(config_name, [*lines[:i], line, *lines[i + 1:]])
+
+
+def sweep_values(o: Any, basic: bool) -> list[str] | None:
+    """The values a sweep override gives its jobs, one per job; None for an `interval()` that a
+    sweeper other than Hydra's basic one samples. Refused (exit 2) where `-m` would run no job
+    (an empty range, a glob matching no option) or stop in a traceback (`interval()` with the
+    basic sweeper, which lists its jobs and cannot draw from a range)."""
+    from hydra.core.override_parser.types import Override, ValueType
+
+    key, given = o.get_key_element(), o.input_line.partition("=")[2]
+    if o.value_type == ValueType.INTERVAL_SWEEP:
+        if not basic:
+            return None
+        raise UserError(key, f"is {given}, a range to draw values from; `-m` runs Hydra's basic sweeper, which runs the values it is "
+                             "given and cannot draw from a range.",
+                        f"list the values ({key}=1e-4,1e-3,1e-2), or sample {key} in log space with `raysitter tune` "
+                        f"('++search.space.{key}={{loguniform:[1e-4,1e-1]}}', README: Hyperparameter search).")
+    if o.value_type == ValueType.GLOB_CHOICE_SWEEP:
+        group = CONF_DIR / o.key_or_group
+        if not group.is_dir():
+            if o.key_or_group.startswith("hydra/"):  # Hydra's own groups (its launchers, sweepers)
+                return None
+            raise UserError(key, f"is {given}, but glob() picks options of a config group (e.g. optimizer=glob(*)) and `{key}` "
+                                 "holds a value.", f"list its values ({key}=1,2,3) or give a range ({key}='range(1,4)').")
+        names = sorted(f.stem for f in group.glob("*.yaml"))
+        values = o.value().filter(names)
+        if not values:
+            raise UserError(key, f"{given} matches no option of {o.key_or_group} ({', '.join(names)}), so the multirun would run no job.",
+                            f"change the pattern, or list the options: {key}={','.join(names[:2])}.")
+        return values
+    values = [Override._get_value_element_as_str(v) for v in o.sweep_iterator()]
+    if not values:
+        raise UserError(key, f"is {given}, which holds no value, so the multirun would run no job.",
+                        "give a range that holds values: range(1,4) runs 1, 2 and 3 (its end is left out).")
+    return values
 
 
 def close_keys(config_name: str, overrides: list[str], key: str) -> str:
