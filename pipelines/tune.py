@@ -235,12 +235,27 @@ def sweep_state(config: dict, choices: dict, overrides: list[str], pins: list[st
         from pipelines.runtime.app import conf_targets
 
         check_targets(state["config"], conf_targets(), what=str(path))  # a state file builds only what conf/ names
+        if len(state["stages"]) >= len(state["config"]["search"]["stages"]) and sweep_run_finished(state):
+            raise UserError("resume", f"sweep {config['resume']!r} finished already (all {len(state['stages'])} stage(s) done, its MLflow run "
+                                      f"{state['parent_run_id']} FINISHED): there is nothing to resume.",
+                            f"start a new sweep (another sweep_name), or build on this one: raysitter ensemble sweep={config['resume']}.")
         return state, path, True
     name = config.get("sweep_name") or f"tune-{choices.get('search', 'search')}" + time.strftime("-%Y%m%d-%H%M%S")
     path = root / name / "state.json"
     if path.exists():
         raise UserError("sweep_name", f"a sweep named {name!r} exists already.", f"resume it with resume={name}, or pick another sweep_name.")
     return {"name": name, "config": config, "overrides": overrides, "pins": pins, "stages": [], "parent_run_id": None}, path, False
+
+
+def sweep_run_finished(state: dict) -> bool:
+    """Whether the sweep's MLflow run ended FINISHED (after its last stage it still logs its
+    results and registers its best: a sweep interrupted there resumes to do that)."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        return MlflowClient(state["config"]["tracking"]["uri"]).get_run(state["parent_run_id"]).info.status == "FINISHED"
+    except Exception:  # an unreadable store is for the resumed sweep to report
+        return False
 
 
 @contextmanager

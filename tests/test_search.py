@@ -174,3 +174,39 @@ def test_the_sweep_closes_a_trial_run_as_the_trial_would_even_when_its_last_epoc
         unstarted: ("KILLED", "interrupted"), racing: ("FINISHED", "completed"),
     }
     assert sweep.close_orphans(client, exp, parent, "interrupted") == 0  # nothing left RUNNING
+
+
+def test_resuming_a_sweep_that_finished_is_refused_before_ray_and_one_cut_short_after_its_last_stage_is_not(
+        output_dir, compose_train, monkeypatch, capsys):
+    """`tune resume=NAME` of a finished sweep started Ray, reopened its MLflow run and logged it
+    all again; `train resume=` of a finished run is refused, and so is this now. A sweep whose
+    stages are all done but whose run did not end FINISHED (cut short while logging its
+    results) still resumes."""
+    from mlflow.tracking import MlflowClient
+    from omegaconf import OmegaConf
+
+    from pipelines.runtime import ray_runner, sweep
+
+    config = OmegaConf.to_container(compose_train(["search=smoke"], config_name="tune"), resolve=True)
+    config["tracking"]["uri"] = f"sqlite:///{output_dir / 'mlflow.db'}"  # as a sweep's state records its store
+    output_dir.mkdir(parents=True)
+    client = MlflowClient(config["tracking"]["uri"])
+    parent = client.create_run(client.create_experiment("raysitter-tune")).info.run_id
+    state = {"name": "done", "config": config, "overrides": ["search=smoke"], "pins": [], "parent_run_id": parent,
+             "stages": [{"trials": [], "narrowing": "", "next_space": {}}] * len(config["search"]["stages"])}
+    sweep.write_state(output_dir / "sweeps" / "done" / "state.json", state)
+
+    def ray_starts(*args, **kwargs):
+        raise SystemExit(99)  # (Hydra would turn an exception into exit 1)
+
+    monkeypatch.setattr(ray_runner, "init_ray", ray_starts)
+    client.set_terminated(parent, "KILLED")  # cut short after its last stage: it resumes (here: up to Ray)
+    with pytest.raises(SystemExit) as exit_info:
+        tune.main(["resume=done"], prog="raysitter tune")
+    assert exit_info.value.code == 99
+    client.set_terminated(parent, "FINISHED")
+    with pytest.raises(SystemExit) as exit_info:
+        tune.main(["resume=done"], prog="raysitter tune")
+    err = " ".join(capsys.readouterr().err.split())
+    assert exit_info.value.code == 2 and "error in `resume`: sweep 'done' finished already" in err
+    assert "raysitter ensemble sweep=done" in err and client.get_run(parent).info.status == "FINISHED"
