@@ -118,7 +118,9 @@ def read_run_bundle(client: MlflowClient, run_id: str, tracking_uri: str, model_
     if f"{BUNDLE_PATH}/{INFO}" not in names:
         raise ZooError(
             f"run {run_id} has no {BUNDLE_PATH}/ artifact: only runs that finished training with "
-            "tracking.log_bundle=true carry one"
+            "tracking.log_bundle=true carry one",
+            "push a run of raysitter train or finetune, or a sweep's trial (not the sweep's own run, a check or a study); "
+            f"the run's artifacts are listed in the MLflow UI under run {run_id}.",
         )
     with tempfile.TemporaryDirectory() as tmp:
         path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=BUNDLE_PATH, dst_path=tmp, tracking_uri=tracking_uri)
