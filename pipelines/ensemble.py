@@ -45,9 +45,14 @@ def ensemble(cfg: DictConfig) -> dict[str, float]:
         raise UserError("members", f"an ensemble needs at least two models (got {len(members)}).", "pass members=[RUN_ID,RUN_ID,…] and/or sweep=NAME.")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="raysitter-ensemble-") as tmp:
-        loaded, labels = [], []
+        loaded, labels, seen = [], [], {}
         for member in members:
             path, label, digest = member_bundle(client, uri, member, Path(tmp))
+            if digest and digest in seen:  # one bundle twice: a run and its zoo version, two versions of one run, …
+                raise UserError("members", f"{seen[digest]} and {label} are the same model (one bundle, manifest digest "
+                                           f"{digest[:12]}…): an ensemble of copies predicts as that one model does.",
+                                "list each model once (a sweep's top_k trials already count as members).")
+            seen[digest] = label
             try:
                 loaded.append(load_bundle(path, digest))
             except BundleError as e:

@@ -289,3 +289,19 @@ def test_evaluate_a_zoo_version_and_a_run_as_runs_of_their_own(zoo, tmp_path, ca
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "error in `data`" in err and "Traceback" not in err
     assert len(client.search_runs([experiment.experiment_id])) == 2
+
+
+def test_an_ensemble_listing_one_model_twice_is_refused(zoo, tmp_path, capsys, monkeypatch):
+    """A run and its zoo version (or one run twice) are one bundle: an ensemble of them is that
+    model, reported as a gain of +0.0000; refused, naming both, before any MLflow run."""
+    from pipelines import ensemble
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", zoo["uri"])
+    monkeypatch.setenv("RAYSITTER_OUTPUT_DIR", str(tmp_path / "out"))
+    before = len(zoo["client"].search_runs([e.experiment_id for e in zoo["client"].search_experiments()]))
+    for members in (f"[{zoo['run_id']},digits/1]", f"[{zoo['run_id']},{zoo['run_id']}]"):
+        with pytest.raises(SystemExit) as exit_info:
+            ensemble.main([f"members={members}"], prog="raysitter ensemble")
+        err = " ".join(capsys.readouterr().err.split())
+        assert exit_info.value.code == 2 and f"{zoo['run_id'][:8]} and " in err and "are the same model" in err, err
+    assert len(zoo["client"].search_runs([e.experiment_id for e in zoo["client"].search_experiments()])) == before
