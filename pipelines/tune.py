@@ -235,7 +235,8 @@ def sweep_state(config: dict, choices: dict, overrides: list[str], pins: list[st
         from pipelines.runtime.app import conf_targets
 
         check_targets(state["config"], conf_targets(), what=str(path))  # a state file builds only what conf/ names
-        if len(state["stages"]) >= len(state["config"]["search"]["stages"]) and sweep_run_finished(state):
+        planned = (state["config"].get("search") or {}).get("stages") or ()
+        if planned and len(state.get("stages", ())) >= len(planned) and sweep_run_finished(state):
             raise UserError("resume", f"sweep {config['resume']!r} finished already (all {len(state['stages'])} stage(s) done, its MLflow run "
                                       f"{state['parent_run_id']} FINISHED): there is nothing to resume.",
                             f"start a new sweep (another sweep_name), or build on this one: raysitter ensemble sweep={config['resume']}.")
