@@ -154,6 +154,9 @@ CORPUS = [
     ("zoo", ["alias", "x", "1", "a.b"], "zoo alias", True),
     ("zoo", ["list"], "--output-dir", False),
     ("ui", ["--port", "70000"], "--port", True),
+    # a database store whose driver is not installed (pg8000 is not a dependency): a traceback from MLflow before
+    ("ui", ["--backend-store-uri", "postgresql+pg8000://u:p@127.0.0.1:1/db"], "--backend-store-uri", False),
+    ("train", ["tracking.uri=postgresql+pg8000://u:p@127.0.0.1:1/db"], "tracking.uri", False),
     ("submit", ["--address", "http://127.0.0.1:1", "--", "train", "optimizer.lr=true"], "optimizer.lr", False),
     ("submit", ["--address", "http://127.0.0.1:1", "--", "tune", "search=smoke", "search.top_k=9"], "search.top_k", False),
     ("submit", ["--address", "http://127.0.0.1:1", "--", "study", "nosuch"], "study NAME", False),

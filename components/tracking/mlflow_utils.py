@@ -104,6 +104,25 @@ def sqlite_schema_template() -> Path:
 DATABASE_SCHEMES = ("postgresql", "mysql", "mssql", "databricks")  # stores MLflow reaches by itself
 
 
+DRIVER_PACKAGES = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient", "pymysql": "pymysql"}
+
+
+def missing_driver(uri: str) -> str | None:
+    """The Python module a database store URI (postgresql://, mysql+pymysql://, …) needs and
+    this environment lacks; None when it has it, or for SQLite, files and servers."""
+    if "://" not in uri or uri.startswith(("sqlite:", "file:", "http:", "https:", "databricks")):
+        return None
+    from sqlalchemy.engine import make_url
+
+    try:
+        make_url(uri).get_dialect().import_dbapi()
+    except ModuleNotFoundError as e:
+        return e.name
+    except Exception:  # not a database URI SQLAlchemy knows: for MLflow to report
+        return None
+    return None
+
+
 def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
     """Raises TrackingUnreachableError unless an http(s) server answers /health, an SQLite
     store is an SQLite database (or can be created: checked without creating anything), or
@@ -135,6 +154,11 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
             "postgresql://…, mysql://…) or an MLflow server (http://HOST:PORT); a plain folder or file:// store has no "
             "model registry"
         )
+    else:
+        missing = missing_driver(uri)
+        if missing:
+            raise TrackingUnreachableError(f"{redact(uri)} needs the database driver `{missing}`, which is not installed here "
+                                           f"(pip install '{DRIVER_PACKAGES.get(missing, missing)}')")
 
 
 @contextmanager

@@ -91,6 +91,17 @@ def serve(argv: list[str] | None, prog: str, server: bool) -> int:
             file=sys.stderr,
         )
         return 2
+    from components.tracking.mlflow_utils import DRIVER_PACKAGES, missing_driver
+
+    missing = missing_driver(uri)
+    if missing:
+        print(
+            f"raysitter: error in `--backend-store-uri`: {redact(uri)} needs the database driver `{missing}`, which is "
+            f"not installed here, so MLflow's server could not start. Fix: install it "
+            f"(pip install '{DRIVER_PACKAGES.get(missing, missing)}'), or keep the store in SQLite (--output-dir).",
+            file=sys.stderr,
+        )
+        return 2
     if server and refused_folders(uri, output, args.artifacts_destination):
         return 2
     destination, env = artifacts(getattr(args, "artifacts_destination", None), getattr(args, "s3_endpoint", None), output)
