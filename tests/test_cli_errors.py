@@ -119,6 +119,9 @@ CORPUS = [
     ("check", ["check.overfit_examples=600"], "check.overfit_examples", False),
     ("tune", ["search.metric=val/accuracy"], "search.metric", False),
     ("tune", ["search.metric=val/loss"], "search.mode", False),
+    # an accuracy minimised: early stopping stopped the run while it improved, the best epoch kept was the worst
+    ("train", ["early_stopping=plateau", "early_stopping.metric=val/acc"], "early_stopping.mode", False),
+    ("train", ["tracking.best_metric=val/loss"], "tracking.best_mode", False),
     ("tune", ["search.mode=maximum"], "search.mode", False),
     ("tune", ["search.method=grid", "search.grid_points=1"], "search.grid_points", False),
     ("tune", ["search.stages=[{samples:0,epochs:1}]"], "search.stages", False),

@@ -412,6 +412,36 @@ def lr_range_is_a_range(config: dict[str, Any]) -> None:
                         f"pass check.overfit_examples={min(20, c['examples'])} or raise check.examples.")
 
 
+def better_mode(metric: Any, mode: Any) -> str | None:
+    """The mode a loss (min) or an accuracy (max) needs, when `mode` is the other one; None when
+    they agree or the metric is neither (`gap/train_val_acc` shrinks as it gets better)."""
+    name = str(metric)
+    if name.startswith("gap/"):
+        return None
+    if name.endswith("/loss") and mode == "max":
+        return "min"
+    if name.endswith("/acc") and mode == "min":
+        return "max"
+    return None
+
+
+def modes_match_metrics(config: dict[str, Any]) -> None:
+    """Early stopping and the kept best epoch, told to minimise an accuracy (or maximise a loss),
+    would stop as the run improves and keep its worst epoch: refused."""
+    stopping = config.get("early_stopping") or {}
+    good = better_mode(stopping.get("metric"), stopping.get("mode")) if stopping.get("_target_") else None
+    if good:
+        raise UserError("early_stopping.mode", f"is {stopping['mode']}, so early stopping would count a falling "
+                        f"early_stopping.metric={stopping['metric']} as progress and stop the run while it improves.",
+                        f"pass early_stopping.mode={good} with {stopping['metric']}.")
+    tracking = config.get("tracking") or {}
+    good = better_mode(tracking.get("best_metric"), tracking.get("best_mode"))
+    if good:
+        raise UserError("tracking.best_mode", f"is {tracking['best_mode']}, so the run's best epoch (kept beside the last, and "
+                        f"the weights its bundle and the zoo get) would be the worst by tracking.best_metric={tracking['best_metric']}.",
+                        f"pass tracking.best_mode={good} with {tracking['best_metric']}.")
+
+
 def search_is_consistent(config: dict[str, Any]) -> None:
     s = config.get("search")
     if not isinstance(s, dict):
@@ -423,8 +453,8 @@ def search_is_consistent(config: dict[str, Any]) -> None:
         raise UserError("search.stages", f"must be a non-empty list of {{samples: N, epochs: E}} with whole numbers ≥ 1 (got {stages!r}).",
                         "pass e.g. 'search.stages=[{samples:12,epochs:3},{samples:6,epochs:10}]'.")
     metric, mode = s.get("metric"), s.get("mode")
-    if str(metric).endswith("/loss") and mode == "max" or str(metric).endswith("/acc") and mode == "min":
-        good = "min" if mode == "max" else "max"
+    good = better_mode(metric, mode)
+    if good:
         raise UserError("search.mode", f"is {mode}, which would rank the worst trials by search.metric={metric} first.",
                         f"pass search.mode={good} with {metric}.")
     for i, st in enumerate(stages[:-1]):
@@ -469,5 +499,5 @@ def members_are_names(config: dict[str, Any]) -> None:
 
 
 RULES: tuple[Callable[[dict[str, Any]], None], ...] = (
-    fractions_leave_training_data, digits_classes, lr_range_is_a_range, search_is_consistent, zoo_alias, endpoint_has_storage,
-    members_are_names)
+    fractions_leave_training_data, digits_classes, lr_range_is_a_range, search_is_consistent, modes_match_metrics, zoo_alias,
+    endpoint_has_storage, members_are_names)
