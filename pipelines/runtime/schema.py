@@ -193,7 +193,7 @@ SPEC: dict[str, Any] = {
     # scheduler
     "scheduler.interval": OneOf(("epoch", "step")),
     "scheduler.step_size": Whole(10, ge=1),
-    "scheduler.gamma": Number(0.1, gt=0),
+    "scheduler.gamma": Number(0.1, gt=0, le=1),  # step and exponential decay: above 1 the lr would grow every step
     "scheduler.T_max": Whole(20, ge=1),
     "scheduler.T_0": Whole(5, ge=1),
     "scheduler.T_mult": Whole(1, ge=1),
@@ -412,6 +412,15 @@ def lr_range_is_a_range(config: dict[str, Any]) -> None:
                         f"pass check.overfit_examples={min(20, c['examples'])} or raise check.examples.")
 
 
+def cycle_goes_up(config: dict[str, Any]) -> None:
+    """A cyclical schedule whose max_lr is not above its base_lr has no cycle to speak of."""
+    sched = config.get("scheduler") or {}
+    base, top = sched.get("base_lr"), sched.get("max_lr")
+    if is_number(base) and is_number(top) and base > 0 and top <= base:
+        raise UserError("scheduler.max_lr", f"is {top:g}, not above scheduler.base_lr={base:g}: the cycle would run the lr "
+                        "down and back instead of up to a peak.", f"pass scheduler.max_lr={base * 10:g} (ten times base_lr, the default).")
+
+
 def better_mode(metric: Any, mode: Any) -> str | None:
     """The mode a loss (min) or an accuracy (max) needs, when `mode` is the other one; None when
     they agree or the metric is neither (`gap/train_val_acc` shrinks as it gets better)."""
@@ -499,5 +508,5 @@ def members_are_names(config: dict[str, Any]) -> None:
 
 
 RULES: tuple[Callable[[dict[str, Any]], None], ...] = (
-    fractions_leave_training_data, digits_classes, lr_range_is_a_range, search_is_consistent, modes_match_metrics, zoo_alias,
+    fractions_leave_training_data, digits_classes, lr_range_is_a_range, search_is_consistent, modes_match_metrics, cycle_goes_up, zoo_alias,
     endpoint_has_storage, members_are_names)
