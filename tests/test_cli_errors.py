@@ -122,7 +122,8 @@ CORPUS = [
     # an accuracy minimised: early stopping stopped the run while it improved, the best epoch kept was the worst
     ("train", ["early_stopping=plateau", "early_stopping.metric=val/acc"], "early_stopping.mode", False),
     ("train", ["tracking.best_metric=val/loss"], "tracking.best_mode", False),
-    ("train", ["scheduler=step", "scheduler.gamma=2"], "scheduler.gamma", False),  # "decay" that doubles the lr every step_size epochs
+    ("train", ["scheduler=step", "scheduler.gamma=2"], "scheduler.gamma", False),
+    ("train", ["tracking.register_as=digits", "tracking.log_bundle=false"], "tracking.log_bundle", False),  # trained, then failed  # "decay" that doubles the lr every step_size epochs
     ("train", ["scheduler=cyclic", "scheduler.base_lr=0.1", "scheduler.max_lr=0.01"], "scheduler.max_lr", False),
     ("tune", ["search.mode=maximum"], "search.mode", False),
     ("tune", ["search.method=grid", "search.grid_points=1"], "search.grid_points", False),

@@ -412,6 +412,16 @@ def lr_range_is_a_range(config: dict[str, Any]) -> None:
                         f"pass check.overfit_examples={min(20, c['examples'])} or raise check.examples.")
 
 
+def registered_runs_keep_a_bundle(config: dict[str, Any]) -> None:
+    """`tracking.register_as` pushes the run's bundle to the zoo: without one the whole run
+    trained, then the registration failed (exit 1)."""
+    tracking = config.get("tracking") or {}
+    if tracking.get("register_as") and tracking.get("log_bundle") is False:
+        raise UserError("tracking.log_bundle", f"is false, but tracking.register_as={tracking['register_as']} puts the run's bundle in "
+                        "the zoo, so the run would train and then fail to register.",
+                        "leave tracking.log_bundle at true, or drop tracking.register_as.")
+
+
 def cycle_goes_up(config: dict[str, Any]) -> None:
     """A cyclical schedule whose max_lr is not above its base_lr has no cycle to speak of."""
     sched = config.get("scheduler") or {}
@@ -508,5 +518,5 @@ def members_are_names(config: dict[str, Any]) -> None:
 
 
 RULES: tuple[Callable[[dict[str, Any]], None], ...] = (
-    fractions_leave_training_data, digits_classes, lr_range_is_a_range, search_is_consistent, modes_match_metrics, cycle_goes_up, zoo_alias,
+    fractions_leave_training_data, digits_classes, lr_range_is_a_range, search_is_consistent, modes_match_metrics, cycle_goes_up, registered_runs_keep_a_bundle, zoo_alias,
     endpoint_has_storage, members_are_names)
