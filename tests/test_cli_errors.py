@@ -249,6 +249,7 @@ def test_a_multirun_is_checked_as_each_of_its_jobs_would_be(output_dir, watched,
     for args, said in ((["trainer.epoch=3,4"], "did you mean trainer.epochs?"),
                        (["optimizer=sgd,adam", "optimizer.momentm=0.9"], "did you mean optimizer.momentum?"),
                        (["hydra/launcher=rai"], "use one of basic, ray."),
+                       (["seed=1,2", "hydra.launcher.max_concurrent=2"], "Fix: add hydra/launcher=ray"),  # the basic launcher has none
                        # a sweep that would run no job, or that Hydra's basic sweeper stops at in a traceback
                        (["optimizer.lr=tag(log,interval(1e-4,1e-1))"], "error in `optimizer.lr`: is tag(log,interval(1e-4,1e-1)), a range"),
                        (["seed=range(5,5)"], "error in `seed`: is range(5,5), which holds no value"),

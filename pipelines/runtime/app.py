@@ -158,6 +158,13 @@ def check_overrides(config_name: str, overrides: list[str]) -> None:
             raise UserError(key.group(1), f"has no key {missing.group(1)!r}, which the value given to it adds.",
                             f"replace the whole node: '~{key.group(1)}' '+{key.group(1)}=VALUE' (e.g. to change a search "
                             "distribution's kind).") from None
+        if key and key.group(1).startswith("hydra.launcher.") and not any(o.startswith("hydra/launcher=") for o in overrides):
+            setting = key.group(1).removeprefix("hydra.launcher.")
+            ray_keys = re.findall(r"^([a-z]\w*):", (CONF_DIR / "hydra" / "launcher" / "ray.yaml").read_text(), re.M)
+            if setting in ray_keys:  # a setting of raysitter's Ray launcher, given to Hydra's basic one
+                raise UserError(key.group(1), "is a setting of raysitter's Ray launcher, and this multirun runs Hydra's basic "
+                                "launcher (jobs one after another), which has none.",
+                                f"add hydra/launcher=ray to run the jobs on Ray ({', '.join(ray_keys)} apply to it).") from None
         if key:
             own = key.group(1).split(".")[0] in ("trainer", "tracking", "search", "check", "finetune")  # raysitter reads only its keys
             near = close_keys(config_name, overrides, key.group(1))
