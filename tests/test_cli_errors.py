@@ -267,6 +267,12 @@ def test_a_multirun_is_checked_as_each_of_its_jobs_would_be(output_dir, watched,
         assert exit_info.value.code == 2 and err.count("error in `optimizer.lr`") == 2, err
         assert "every job of the multirun (2) was refused; nothing ran." in err
         assert not list((output_dir / "multirun").glob("*")) and not (output_dir / "mlflow.db").exists()  # no sweep folder, no store
+    # a Ray given by an address where none answers: Ray's own client would retry it for ever
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["-m", "seed=1,2", "trainer.address=127.0.0.1:1"], prog="raysitter train")  # the ray launcher, by default
+    err = " ".join(capsys.readouterr().err.split())
+    assert exit_info.value.code == 2 and "error in `trainer.address`: is 127.0.0.1:1, but no Ray answers there" in err, err
+    assert not list((output_dir / "multirun").glob("*"))
     assert watched == []
     for valid in (["model=mlp,convnet", "model/activation=relu,maxout", "seed=range(1,3)"], ["optimizer=glob(*,exclude=lbfgs)"],
                   ["optimizer=sgd,adam", "optimizer.lr=0.1,-1"],

@@ -108,7 +108,13 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
     module = getattr(launcher.task_function, "pipeline", None)
     try:
         check_settings(launcher, module)
+        if "trainer" in config:  # a Ray given by address answers there (Ray would retry it for ever)
+            from pipelines.runtime.validate import check_ray_address
+
+            check_ray_address({"trainer": OmegaConf.to_container(config.trainer, resolve=True)})
     except UserError as e:
+        multirun.SWEEP.append(str(config.hydra.sweep.dir))  # refused as a whole: the sweep folder Hydra made goes
+        multirun.drop_empty_sweep_folder()
         report_and_exit(e)
 
     jobs: list[tuple[int, DictConfig, list[str]]] = []
