@@ -518,5 +518,5 @@ def members_are_names(config: dict[str, Any]) -> None:
 
 
 RULES: tuple[Callable[[dict[str, Any]], None], ...] = (
-    fractions_leave_training_data, digits_classes, lr_range_is_a_range, search_is_consistent, modes_match_metrics, cycle_goes_up, registered_runs_keep_a_bundle, zoo_alias,
-    endpoint_has_storage, members_are_names)
+    fractions_leave_training_data, digits_classes, lr_range_is_a_range, search_is_consistent, modes_match_metrics, cycle_goes_up,
+    registered_runs_keep_a_bundle, zoo_alias, endpoint_has_storage, members_are_names)
