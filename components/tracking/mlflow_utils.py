@@ -107,9 +107,10 @@ DATABASE_SCHEMES = ("postgresql", "mysql", "mssql", "databricks")  # stores MLfl
 DRIVER_PACKAGES = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient", "pymysql": "pymysql"}
 
 
-def missing_driver(uri: str) -> str | None:
+def missing_driver(uri: str) -> tuple[str, str] | None:
     """The Python module a database store URI (postgresql://, mysql+pymysql://, …) needs and
-    this environment lacks; None when it has it, or for SQLite, files and servers."""
+    this environment lacks, with the package pip installs it from; None when it has it, or for
+    SQLite, files and servers."""
     if "://" not in uri or uri.startswith(("sqlite:", "file:", "http:", "https:", "databricks")):
         return None
     from sqlalchemy.engine import make_url
@@ -117,7 +118,7 @@ def missing_driver(uri: str) -> str | None:
     try:
         make_url(uri).get_dialect().import_dbapi()
     except ModuleNotFoundError as e:
-        return e.name
+        return e.name, DRIVER_PACKAGES.get(e.name, e.name)
     except Exception:  # not a database URI SQLAlchemy knows: for MLflow to report
         return None
     return None
@@ -157,8 +158,8 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
     else:
         missing = missing_driver(uri)
         if missing:
-            raise TrackingUnreachableError(f"{redact(uri)} needs the database driver `{missing}`, which is not installed here "
-                                           f"(pip install '{DRIVER_PACKAGES.get(missing, missing)}')")
+            raise TrackingUnreachableError(f"{redact(uri)} needs the database driver `{missing[0]}`, which is not installed here "
+                                           f"(pip install '{missing[1]}')")
 
 
 @contextmanager

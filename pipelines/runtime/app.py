@@ -160,7 +160,7 @@ def check_overrides(config_name: str, overrides: list[str]) -> None:
                             "distribution's kind).") from None
         if key and key.group(1).startswith("hydra.launcher.") and not any(o.startswith("hydra/launcher=") for o in overrides):
             setting = key.group(1).removeprefix("hydra.launcher.")
-            ray_keys = re.findall(r"^([a-z]\w*):", (CONF_DIR / "hydra" / "launcher" / "ray.yaml").read_text(), re.M)
+            ray_keys = [k for k in OmegaConf.load(CONF_DIR / "hydra" / "launcher" / "ray.yaml") if not str(k).startswith("_")]
             if setting in ray_keys:  # a setting of raysitter's Ray launcher, given to Hydra's basic one
                 raise UserError(key.group(1), "is a setting of raysitter's Ray launcher, and this multirun runs Hydra's basic "
                                 "launcher (jobs one after another), which has none.",

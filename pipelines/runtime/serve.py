@@ -91,14 +91,14 @@ def serve(argv: list[str] | None, prog: str, server: bool) -> int:
             file=sys.stderr,
         )
         return 2
-    from components.tracking.mlflow_utils import DRIVER_PACKAGES, missing_driver
+    from components.tracking.mlflow_utils import missing_driver
 
     missing = missing_driver(uri)
     if missing:
         print(
-            f"raysitter: error in `--backend-store-uri`: {redact(uri)} needs the database driver `{missing}`, which is "
+            f"raysitter: error in `--backend-store-uri`: {redact(uri)} needs the database driver `{missing[0]}`, which is "
             f"not installed here, so MLflow's server could not start. Fix: install it "
-            f"(pip install '{DRIVER_PACKAGES.get(missing, missing)}'), or keep the store in SQLite (--output-dir).",
+            f"(pip install '{missing[1]}'), or keep the store in SQLite (--output-dir).",
             file=sys.stderr,
         )
         return 2
