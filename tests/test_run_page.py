@@ -267,7 +267,7 @@ def test_the_driver_draws_progress_from_what_worker_0_reports(tmp_path):
     loop = SimpleNamespace(train=list(range(100)), world_size=1, batch_size=10, epoch=2, step=10)
     reporter.on_fit_start(loop)
     lines: list[str] = []
-    with EpochProgress(uri, run_id, epochs=5, tty=False, poll_s=0.05, plain_every_s=0, print_fn=lambda text, flush=True: lines.append(text)):
+    with EpochProgress(SimpleNamespace(uri=uri, run_id=run_id), epochs=5, tty=False, poll_s=0.05, plain_every_s=0, print_fn=lambda text, flush=True: lines.append(text)):
         reporter.on_step_end(loop, 15, None)  # 5 of 10 steps into epoch 2
         deadline = time.time() + 10
         while not lines and time.time() < deadline:

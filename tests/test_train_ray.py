@@ -89,6 +89,39 @@ def test_a_failing_worker_ends_the_run_failed(ray_session, output_dir, fake_imag
     assert run.info.status == "FAILED"
 
 
+def test_a_run_that_cannot_be_opened_stops_the_fit_started_beside_it(ray_session, output_dir, monkeypatch, capsys):
+    """The MLflow run opens beside the fit's start and worker 0 waits for its id (announce.py):
+    when opening it fails, worker 0 stops waiting, the fit ends, the run is FAILED and the
+    store's own error is what the command reports."""
+    from mlflow.exceptions import MlflowException
+
+    from pipelines.runtime.tracking import RunTracker
+
+    def refused(self, *args, **kwargs):
+        raise MlflowException("the store refused the dataset")
+
+    monkeypatch.setattr(RunTracker, "log_dataset", refused)
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["trainer.epochs=1", "diagnostics=off"], prog="raysitter train")
+    assert exit_info.value.code == 1 and "the store refused the dataset" in capsys.readouterr().err
+    _, run = only_run(output_dir)
+    assert run.info.status == "FAILED"
+
+
+def test_the_run_id_reaches_worker_0_through_rays_store(ray_session):
+    from pipelines.runtime import announce
+
+    announce.publish("a-run", "0123abcd")
+    assert announce.wait("a-run", timeout_s=1) == "0123abcd"
+    announce.forget("a-run")
+    with pytest.raises(announce.NotAnnounced, match="within"):
+        announce.wait("a-run", timeout_s=0.2)
+    announce.publish_failure("b-run", "no store")
+    with pytest.raises(announce.NotAnnounced, match="no store"):
+        announce.wait("b-run", timeout_s=1)
+    announce.forget("b-run")
+
+
 def test_two_runs_with_one_name_both_train_from_scratch(ray_session, output_dir, monkeypatch, capsys):
     """A reused tracking.run_name starts a fresh run (its own Ray storage), says how to continue
     the earlier one, and leaves no tracking URI behind for a later job or child process."""

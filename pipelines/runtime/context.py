@@ -30,9 +30,15 @@ class RunContext:
     stage: int | None = None
     zoo: ZooSource | None = None
     tags: dict[str, str] = field(default_factory=dict)  # extra MLflow tags of the run (set by the driver)
+    # run_id still unknown: the driver announces it under this key once its run is open (announce.py)
+    announced_as: str | None = None
 
     def tracked(self, run_id: str, tracking_uri: str) -> RunContext:
-        return replace(self, run_id=run_id, tracking_uri=tracking_uri)
+        return replace(self, run_id=run_id, tracking_uri=tracking_uri, announced_as=None)
+
+    def to_be_announced(self, key: str, tracking_uri: str) -> RunContext:
+        """Tracked in a run the driver is still opening: worker 0 waits for its id (announce.py)."""
+        return replace(self, run_id=None, tracking_uri=tracking_uri, announced_as=key)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

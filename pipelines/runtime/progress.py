@@ -11,11 +11,14 @@ from typing import Any
 
 
 class EpochProgress:
-    def __init__(self, tracking_uri: str, run_id: str, epochs: int, tty: bool | None = None,
-                 poll_s: float = 1.0, plain_every_s: float = 15.0, print_fn: Any = print) -> None:
-        from mlflow.tracking import MlflowClient
+    """`run`: the run (anything with `uri` and `run_id`, a RunTracker), or the RunOpening still
+    opening it (polling starts once it is open)."""
 
-        self.client, self.run_id, self.epochs = MlflowClient(tracking_uri), run_id, epochs
+    def __init__(self, run: Any, epochs: int, tty: bool | None = None,
+                 poll_s: float = 1.0, plain_every_s: float = 15.0, print_fn: Any = print) -> None:
+        self.run, self.epochs = run, epochs
+        self.client: Any = None
+        self.run_id: str | None = None
         self.tty = sys.stdout.isatty() if tty is None else tty
         self.poll_s, self.plain_every_s, self.print = poll_s, plain_every_s, print_fn
         self.stop = threading.Event()
@@ -43,6 +46,18 @@ class EpochProgress:
             return None
 
     def watch(self) -> None:
+        if hasattr(self.run, "settle"):  # a RunOpening: whoever opens it starts it (this thread only waits)
+            while not self.run.started.wait(0.2):
+                if self.stop.is_set():
+                    return
+            tracker = self.run.settle()
+        else:
+            tracker = self.run
+        if tracker is None:  # the run could not be opened: nothing to draw
+            return
+        from mlflow.tracking import MlflowClient
+
+        self.client, self.run_id = MlflowClient(tracker.uri), tracker.run_id
         while not self.stop.wait(self.poll_s):
             value = self.latest()
             if value is None or value == self.last_value:

@@ -121,7 +121,7 @@ def on_ray_started_here() -> bool:
     return ray.is_initialized() and _OWN_RAY.get("gcs") == ray.get_runtime_context().gcs_address
 
 
-def init_ray(trainer: dict[str, Any], one_fit: bool = False) -> bool:
+def init_ray(trainer: dict[str, Any], one_fit: bool = False, decided: Callable[[str], None] | None = None) -> bool:
     """Joins `trainer.address` (or RAY_ADDRESS) when set, else a running local Ray (said so),
     else starts a quiet local Ray of its own. `one_fit`: the command runs a single Ray Train fit
     and nothing after it needs Ray (`fit`), so a Ray of its own starts without its dashboard
@@ -133,6 +133,8 @@ def init_ray(trainer: dict[str, Any], one_fit: bool = False) -> bool:
     if ray.is_initialized():
         return False
     address = resolve_address(trainer)
+    if decided is not None:  # tells RayStart whether a Ray of this command's own is coming up
+        decided(address)
     # Inside a submitted job, Ray refuses a ray.init runtime_env that repeats a key of the job's
     # own; the job's values (what `raysitter submit` set) win.
     taken = job_env_vars()
@@ -180,7 +182,8 @@ def init_ray(trainer: dict[str, Any], one_fit: bool = False) -> bool:
 
 class RayStart:
     """`init_ray` in a thread of its own, started as soon as a command knows it will train: the
-    driver opens its MLflow run meanwhile (Ray's processes take seconds to come up). `wait`
+    driver imports Ray Train and opens its MLflow run meanwhile (Ray's processes take seconds to
+    come up). `wait`
     returns once Ray is up and raises what `init_ray` raised.
 
     A Ray this thread starts lives as long as the thread: Ray starts its processes to be killed
@@ -193,6 +196,7 @@ class RayStart:
 
         self.error: BaseException | None = None
         self.ready, self.stop = threading.Event(), threading.Event()
+        self.decided, self.own = threading.Event(), False  # whether it starts a Ray of its own, once known
         self.thread = threading.Thread(target=self._run, args=(trainer, one_fit), name="raysitter-ray", daemon=True)
         self.thread.start()
 
@@ -205,7 +209,7 @@ class RayStart:
         level = worker_log.level
         worker_log.setLevel(logging.ERROR)
         try:
-            started = init_ray(trainer, one_fit)
+            started = init_ray(trainer, one_fit, decided=self._decided)
             if started:
                 _OWN_RAY["keeper"] = self
                 atexit.register(self.release)  # after Ray's own exit hook, so it runs before it
@@ -214,6 +218,7 @@ class RayStart:
             return
         finally:
             worker_log.setLevel(level)
+            self.decided.set()
             self.ready.set()
         if not started:  # joined a Ray (or one was up already): nothing here dies with this thread
             return
@@ -221,6 +226,16 @@ class RayStart:
         import ray
 
         ray.shutdown()
+
+    def _decided(self, address: str) -> None:
+        self.own = address == "local"
+        self.decided.set()
+
+    def starting_own(self) -> bool:
+        """Whether a Ray of this command's own is still coming up (seconds: the driver is free
+        meanwhile); joining a running one takes a moment."""
+        self.decided.wait()
+        return self.own and not self.ready.is_set()
 
     def wait(self) -> None:
         self.ready.wait()
@@ -438,23 +453,81 @@ def preemption_watcher_only_on_clusters() -> Iterator[None]:
 
 
 def fit(config: dict[str, Any], context: Any, run_name: str, one_fit: bool = False,
-        meanwhile: Callable[[], None] | None = None, ray_start: RayStart | None = None) -> Any:
+        beside: Callable[[], None] | None = None, ray_start: RayStart | None = None) -> Any:
     """Starts or joins Ray (or waits for `ray_start` to), trains, and returns Ray's Result.
     `one_fit`: the command's only fit (not a multirun job): a Ray this process started is
     stopped as soon as the fit ends, in the background (`release_own_ray`), while the driver
-    logs the result. `meanwhile` runs in a thread of its own once Ray is up, beside the fit."""
+    logs the result. `beside`: the driver's own work that need not come before the fit, run in a
+    thread of its own from the moment the driver has nothing else to do: while it waits for a
+    Ray still starting, else as the fit starts (Ray Train's controller and workers take seconds
+    to start, in processes of their own, while this one waits on them)."""
+    work = Beside(beside)
     if ray_start is not None:
+        if ray_start.starting_own():
+            work.start()
+        trainer_modules()  # what make_trainer imports, while Ray comes up
         ray_start.wait()
     else:
         init_ray(config["trainer"], one_fit)
-    if meanwhile is not None:
-        import threading
-
-        threading.Thread(target=meanwhile, name="raysitter-meanwhile").start()
-    result = make_trainer(config, context, run_name, one_fit=one_fit).fit()
+    trainer = make_trainer(config, context, run_name, one_fit=one_fit)
+    work.start()  # the fit's start in this thread is a moment's work; then it waits on the controller
+    try:
+        result = trainer.fit()
+    except Exception:
+        forget_announced(context)
+        raise
+    forget_announced(context)
     if one_fit:
         release_own_ray()
     return result
+
+
+def forget_announced(context: Any) -> None:
+    """The run id announced to worker 0 (announce.py) is needed no more once the fit is over
+    (not after a Ctrl-C: the Ray it is in may be stopping)."""
+    key = getattr(context, "announced_as", None)
+    if key:
+        from pipelines.runtime.announce import forget
+
+        forget(key)
+
+
+class Beside:
+    """`fit`'s `beside` work: started once, in a thread of its own."""
+
+    def __init__(self, work: Callable[[], None] | None) -> None:
+        self.work, self.started = work, False
+
+    def start(self) -> None:
+        import threading
+
+        if self.work is not None and not self.started:
+            self.started = True
+            threading.Thread(target=self.run, name="raysitter-beside", daemon=True).start()
+
+    def run(self) -> None:
+        # Ray runs its worker processes at nice 15: at the driver's nice 0 this thread would take
+        # the cores from the controller and workers starting up, which are what the fit waits for
+        lowest_priority_thread()
+        self.work()
+
+
+def lowest_priority_thread() -> None:
+    """This thread (a Linux task of its own) at nice 19, where the platform allows it."""
+    import threading
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):
+        pass
+
+
+def trainer_modules() -> None:
+    """Imports what `make_trainer` needs (≈ 1 s of a driver's start on 2 cores)."""
+    import importlib
+
+    for module in ("ray.train.torch", "pipelines.runtime.storage", "pipelines.runtime.worker"):
+        importlib.import_module(module)
 
 
 def release_own_ray() -> None:

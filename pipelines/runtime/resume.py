@@ -1,7 +1,7 @@
 """`raysitter train resume=NAME`: continue a run whose driver was interrupted (Ctrl-C, SIGTERM,
 a lost head process) as the same MLflow run, from Ray Train's last checkpoint.
 
-Ray Train's storage for a run is keyed by its name plus the start of its MLflow run id
+Ray Train's storage for a run is keyed by its name plus 8 random hex digits
 (`OUTPUT_DIR/ray_results/NAME-1a2b3c4d/`), so two runs given one `tracking.run_name` never share
 checkpoints: a new run always trains from scratch, and only `resume=` continues one. At its start
 every run saves what resuming needs (the resolved config, the MLflow run id, its tags and group
@@ -36,9 +36,16 @@ def runs_root(output_dir: str) -> Path:
     return Path(output_dir) / "ray_results"
 
 
-def storage_key(name: str, run_id: str) -> str:
-    """Ray Train's run name (its storage folder) for run `name`: unique per MLflow run."""
-    return f"{name}-{run_id[:8]}"
+def new_storage_key(output_dir: str, name: str) -> str:
+    """Ray Train's run name (its storage folder) for a new run called `name`: the name and 8
+    random hex digits, never a key in use (the MLflow run is not open yet when it is chosen:
+    it opens beside the fit's start)."""
+    import secrets
+
+    while True:
+        key = f"{name}-{secrets.token_hex(4)}"
+        if not (runs_root(output_dir) / key).exists():
+            return key
 
 
 def save(config: dict[str, Any], context: RunContext, name: str, key: str, tags: dict[str, str], choices: dict[str, Any],

@@ -108,15 +108,65 @@ def ignore_stops() -> None:
             signal.signal(s, signal.SIG_IGN)
 
 
+class RunOpening:
+    """An MLflow run being opened (`open_run` returns its RunTracker), in a thread of its own
+    once `start` is called, so that the driver's seconds of opening it (MLflow's store, the run,
+    its params and artifacts) can go beside Ray Train's start instead of before it. `tracker`
+    waits for it (starting it if nobody did) and raises what opening it raised."""
+
+    def __init__(self, open_run: Any, *, now: bool = False) -> None:
+        self._open, self._thread, self._lock = open_run, None, threading.Lock()
+        self.started = threading.Event()
+        self._tracker: RunTracker | None = None
+        self.error: BaseException | None = None
+        if now:  # in this thread, before anything else
+            self._thread = threading.current_thread()
+            self.started.set()
+            self._run()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="raysitter-mlflow-run", daemon=True)
+                self._thread.start()
+                self.started.set()
+
+    def _run(self) -> None:
+        try:
+            self._tracker = self._open()
+        except BaseException as e:  # handed to whoever asks for the tracker
+            self.error = e
+
+    def settle(self) -> RunTracker | None:
+        """Waits for the opening to end: the tracker, or None when it failed."""
+        self.start()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+        return self._tracker
+
+    def tracker(self) -> RunTracker:
+        tracker = self.settle()
+        if tracker is None:
+            raise self.error or RuntimeError("the MLflow run was not opened")
+        return tracker
+
+
 @contextmanager
 def tracked_run(
     config: dict[str, Any], run_name: str, tags: dict[str, str], resume_run_id: str | None = None
 ) -> Iterator[RunTracker]:
-    """Ends the run FINISHED on success, KILLED on Ctrl-C/SIGTERM and FAILED on any error. The
-    first Ctrl-C or SIGTERM raises KeyboardInterrupt; more of them (Ctrl-C pressed again) are
-    ignored until the run is marked, so they cannot leave it RUNNING, and, unless a multirun goes on
-    with its next job, for as long as the command takes to stop."""
-    tracker = RunTracker(config, run_name, tags, resume_run_id)
+    """The MLflow run, opened here and now (`tracked_opening` says how it ends)."""
+    with tracked_opening(RunOpening(lambda: RunTracker(config, run_name, tags, resume_run_id), now=True)) as opening:
+        yield opening.tracker()
+
+
+@contextmanager
+def tracked_opening(opening: RunOpening) -> Iterator[RunOpening]:
+    """Ends the run FINISHED on success, KILLED on Ctrl-C/SIGTERM and FAILED on any error (once
+    it is open: an ending waits for an opening under way). The first Ctrl-C or SIGTERM raises
+    KeyboardInterrupt; more of them (Ctrl-C pressed again) are ignored until the run is marked,
+    so they cannot leave it RUNNING, and, unless a multirun goes on with its next job, for as long
+    as the command takes to stop."""
 
     def on_stop(signum: int, frame: Any) -> None:
         ignore_stops()
@@ -125,21 +175,28 @@ def tracked_run(
     in_main = threading.current_thread() is threading.main_thread()
     previous = {s: signal.signal(s, on_stop) for s in STOPS} if in_main else {}
     try:
-        yield tracker
-        tracker.end("FINISHED")
+        yield opening
+        opening.tracker().end("FINISHED")
     except KeyboardInterrupt:
-        tracker.end("KILLED")
+        ignore_stops()  # waiting for the opening must not be cut short either
+        end_opened(opening, "KILLED")
         from pipelines.runtime.multirun import in_multirun
 
         if not in_multirun():  # the command stops: Ctrl-C pressed again stays ignored on the way out (not a traceback)
             previous = {}
         raise
     except BaseException:
-        tracker.end("FAILED")
+        end_opened(opening, "FAILED")
         raise
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def end_opened(opening: RunOpening, status: str) -> None:
+    tracker = opening.settle()
+    if tracker is not None:
+        tracker.end(status)
 
 
 def log_dataset(client: MlflowClient, run_id: str, config: dict[str, Any], name: str, sizes: tuple[int, int, int] | None,

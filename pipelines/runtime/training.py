@@ -1,6 +1,7 @@
 """A training run from start to finish, shared by `raysitter train` and `raysitter finetune`:
-validate → name the run → open its MLflow run → Ray Train → log the result → register it; the
-command line's exits (1 failed or diverged, 130 interrupted) and the run's name and description."""
+validate → name the run → Ray Train, its MLflow run opening beside the fit's start → log the
+result → register it; the command line's exits (1 failed or diverged, 130 interrupted) and the
+run's name and description."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -16,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipelines.runtime import resume, validate
 from pipelines.runtime.context import RunContext
 from pipelines.runtime.multirun import group_tags, in_multirun
-from pipelines.runtime.tracking import RunTracker, ignore_stops, tracked_run
+from pipelines.runtime.tracking import RunOpening, RunTracker, ignore_stops, tracked_opening
 
 
 NAME_CHARS = re.compile(r"^[\w.\-+,@:\[\]]+$")  # what a run name (and its storage folder) may hold
@@ -158,32 +159,45 @@ def train(cfg: DictConfig, pipeline: str = "train", adjust: Any = None) -> dict[
             tags["raysitter.pinned"] = " ".join(redact_override(p) for p in run.pins)[:5000]
         name = run_name(config, choices, pipeline, overrides, context)
         tags["mlflow.note.content"] = describe(config, choices, tags, context)
-        resume_run_id, key = None, None  # the storage key comes with the MLflow run id
+        resume_run_id, key = None, resume.new_storage_key(config["output_dir"], name)
         print(f"raysitter {pipeline}: {name}", flush=True)
         earlier = resume.same_name(config["output_dir"], name)
         if earlier:
             print(f"raysitter {pipeline}: a run named {name!r} exists already; this is a new run, trained from scratch "
                   f"(to continue the earlier one instead: {resume.command(pipeline, earlier[-1])})", flush=True)
+        if "raysitter.multirun.job" in tags and not context.label:  # concurrent jobs' epoch lines interleave
+            context = replace(context, label=f"job{tags['raysitter.multirun.job']}")
     from pipelines.runtime import ray_runner
 
     started = time.perf_counter()
-    ray_start = ray_runner.RayStart(config["trainer"], one_fit=not in_multirun())  # comes up while the MLflow run opens
-    try:
-        with tracked_run(config, name, tags, resume_run_id) as tracker:
-            if net is not None:
+    ray_start = ray_runner.RayStart(config["trainer"], one_fit=not in_multirun())
+    if net is None:  # resuming: the run exists, its id is known
+        opening = RunOpening(lambda: RunTracker(config, name, tags, resume_run_id))
+    else:  # opened beside Ray Train's start; worker 0 waits for the id (announce.py)
+        opened = context
+
+        def open_new_run() -> RunTracker:
+            tracker = RunTracker(config, name, tags)
+            try:
                 tracker.log_config(config)
                 tracker.log_dataset(config, choices.get("data") or "data", run.sizes, run.num_classes)
                 tracker.log_model_summary(net)
-                context = context.tracked(tracker.run_id, tracker.uri)
-                if "raysitter.multirun.job" in tags and not context.label:  # concurrent jobs' epoch lines interleave
-                    context = replace(context, label=f"job{tags['raysitter.multirun.job']}")
-                key = resume.storage_key(name, tracker.run_id)
-                resume.save(config, context, name, key, tags, choices, run.overrides)
-            metrics, checkpoint = fit_and_log(config, context, key, tracker, choices, tags, started, ray_start)
+                resume.save(config, opened.tracked(tracker.run_id, tracker.uri), name, key, tags, choices, run.overrides)
+            except BaseException:
+                tracker.end("FAILED")
+                raise
+            return tracker
+
+        opening = RunOpening(open_new_run)
+        context = context.to_be_announced(key, config["tracking"]["uri"])
+    try:
+        with tracked_opening(opening):
+            metrics, checkpoint = fit_and_log(config, context, key, opening, choices, tags, started, ray_start)
     except KeyboardInterrupt:
-        if key is None:  # nothing saved yet: nothing to resume
+        if opening.settle() is None:  # no run, nothing saved: nothing to resume
             raise
         raise Interrupted(key, pipeline) from None
+    tracker = opening.tracker()
     print_summary(metrics, tracker, checkpoint, time.perf_counter() - started)
     register(config, tracker.uri, tracker.run_id)
     return metrics
@@ -199,22 +213,36 @@ def redact_override(override: str) -> str:
     return f"{key}{sep}{quote}{redact(value.strip(quote) if quote else value)}{quote}"
 
 
-def fit_and_log(config: dict[str, Any], context: RunContext, key: str, tracker: RunTracker, choices: dict[str, Any],
-                tags: dict[str, str], started: float, ray_start: Any = None) -> tuple[dict[str, float], str | None]:
+def fit_and_log(config: dict[str, Any], context: RunContext, key: str, opening: RunOpening, choices: dict[str, Any],
+                tags: dict[str, str], started: float, ray_start: Any) -> tuple[dict[str, float], str | None]:
     """Ray Train (its run named by the storage `key`), then the run's result in MLflow:
-    description, outcome, checkpoint, model."""
-    from pipelines.runtime import ray_runner
+    description, outcome, checkpoint, model. The MLflow run opens beside the fit's start."""
+    from pipelines.runtime import announce, ray_runner
 
     from pipelines.runtime.progress import EpochProgress
 
-    # the driver waits on Ray during the fit: meanwhile it loads what the model export needs
-    meanwhile = prepare_model_export if config["tracking"].get("log_model", True) else None
+    export = config["tracking"].get("log_model", True)
+
+    def beside() -> None:  # the driver's own work while Ray Train starts its processes
+        tracker = opening.settle()
+        if context.announced_as:
+            ray_start.ready.wait()
+            if ray_start.error is None:
+                if tracker is not None:
+                    announce.publish(context.announced_as, tracker.run_id)
+                else:
+                    announce.publish_failure(context.announced_as, "the driver could not open the MLflow run (it says why)")
+        if tracker is not None and export:  # what the model export needs, loaded while the fit runs
+            prepare_model_export()
+
     try:
-        with EpochProgress(tracker.uri, tracker.run_id, config["trainer"]["epochs"]):
-            result = ray_runner.fit(config, context, key, one_fit=not in_multirun(), meanwhile=meanwhile, ray_start=ray_start)
+        with EpochProgress(opening, config["trainer"]["epochs"]):
+            result = ray_runner.fit(config, context, key, one_fit=not in_multirun(), beside=beside, ray_start=ray_start)
     except Exception as e:  # Ray has already shown the worker's traceback above
+        opening.tracker()  # the run could not be opened: that is the error to report
         lines = [ln for ln in str(e).splitlines() if ln.strip()]
         raise TrainingFailed(lines[-1] if lines else type(e).__name__) from e
+    tracker = opening.tracker()
     # Ray Train V2 may leave Result.metrics empty when the last report had no checkpoint (a
     # diverged run): worker 0 logged every epoch to MLflow, so read them back from there.
     metrics = dict(result.metrics or tracker.client.get_run(tracker.run_id).data.metrics)
@@ -229,7 +257,7 @@ def fit_and_log(config: dict[str, Any], context: RunContext, key: str, tracker: 
 
         checkpoint = uri(result.checkpoint.path, is_remote(config["trainer"].get("storage_path")))
         tracker.client.set_tag(tracker.run_id, "checkpoint", checkpoint)
-        if config["tracking"].get("log_model", True):
+        if export:
             with result.checkpoint.as_directory() as local:  # downloaded from object storage when it is there
                 log_final_model(tracker, local)
     return metrics, checkpoint

@@ -231,7 +231,9 @@ def run_training(config: dict[str, Any], session: Any, context: RunContext | Non
         "input_shape": list(splits.input_shape),
     }
     callbacks = ensembling_callbacks(config)  # first: they add the ensemble metrics
-    callbacks += rank0_callbacks(config, context, meta) if session.rank == 0 else []
+    if session.rank == 0:
+        context = announced_run(context)
+        callbacks += rank0_callbacks(config, context, meta)
     callbacks.append(ReportCallback(session, meta))
     loop = TrainLoop(
         model=model,
@@ -263,6 +265,16 @@ def run_training(config: dict[str, Any], session: Any, context: RunContext | Non
             record_restart(context, loop)
             print(f"resumed from {resume} at epoch {loop.start_epoch} (restart {loop.restarts})", flush=True)
     return loop.fit()
+
+
+def announced_run(context: RunContext) -> RunContext:
+    """The context with its MLflow run id, which the driver may still have been opening when the
+    fit started: waited for here, as late as possible, before worker 0's first MLflow write."""
+    if context.run_id or not context.announced_as:
+        return context
+    from pipelines.runtime.announce import wait
+
+    return context.tracked(wait(context.announced_as), context.tracking_uri)
 
 
 def record_restart(context: RunContext, loop: TrainLoop) -> None:
