@@ -11,15 +11,14 @@ import socket
 import subprocess
 import tempfile
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 import urllib.error
 import urllib.request
 
-from mlflow.entities import Metric
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
-
 from components.engine.callbacks import Callback
+
+if TYPE_CHECKING:  # MLflow itself is imported where it is used: a driver starts without it
+    from mlflow.tracking import MlflowClient
 
 
 class TrackingUnreachableError(ConnectionError):
@@ -75,6 +74,7 @@ def create_sqlite_store(uri: str) -> None:
 def sqlite_schema_template() -> Path:
     """The cached empty MLflow schema for this MLflow version (made here when missing)."""
     import mlflow
+    from mlflow.exceptions import MlflowException
     from mlflow.store.db import utils as db_utils
     import sqlalchemy
 
@@ -190,6 +190,8 @@ def racing_insert(write: Callable[[], Any], attempts: int = 4) -> Any:
     multirun jobs logging one dataset, a sweep closing a trial its own process is closing):
     MLflow's SQL store reads, then inserts, and the loser of that race gets a UNIQUE constraint
     error; a retry finds the row. Any other error is raised at once."""
+    from mlflow.exceptions import MlflowException
+
     for attempt in range(attempts):
         try:
             return write()
@@ -207,6 +209,8 @@ def set_tag(client: MlflowClient, run_id: str, key: str, value: str) -> None:
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
     """The experiment's id, creating it (with `artifact_location`, for local stores) if needed,
     marked as a model-training experiment so the UI opens on its runs."""
+    from mlflow.exceptions import MlflowException
+
     exp = client.get_experiment_by_name(name)
     if exp is None:
         try:
@@ -299,6 +303,8 @@ class MlflowEpochLogger(Callback):
     """Logs every epoch's reduced metrics to an existing run (step = epoch). Rank 0 only."""
 
     def __init__(self, tracking_uri: str, run_id: str) -> None:
+        from mlflow.tracking import MlflowClient
+
         self.client = MlflowClient(tracking_uri)
         self.run_id = run_id
 
@@ -307,6 +313,8 @@ class MlflowEpochLogger(Callback):
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         """Logs `metrics` at `step` (epoch-level metrics use the epoch, diagnostics the optimizer step)."""
+        from mlflow.entities import Metric
+
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         for i in range(0, len(batch), 1000):  # MLflow takes at most 1000 metrics per batch
@@ -323,6 +331,8 @@ class MlflowStepProgress(Callback):
     write nothing."""
 
     def __init__(self, tracking_uri: str, run_id: str, every_s: float = 2.0, after_s: float = 3.0) -> None:
+        from mlflow.tracking import MlflowClient
+
         self.client, self.run_id = MlflowClient(tracking_uri), run_id
         self.every_s, self.after_s = every_s, after_s
         self.epoch_started = self.last = 0.0
@@ -354,6 +364,8 @@ class MlflowRunPlots(Callback):
     confusion matrix (`plots/`, plus `confusion_matrix.csv`)."""
 
     def __init__(self, tracking_uri: str, run_id: str, history: Any, diagnostics: Any | None, samples: int = 8, draws: int = 3) -> None:
+        from mlflow.tracking import MlflowClient
+
         self.client, self.run_id = MlflowClient(tracking_uri), run_id
         self.history, self.diagnostics = history, diagnostics
         self.samples, self.draws = samples, draws

@@ -7,16 +7,16 @@ import json
 import os
 from pathlib import Path
 import tempfile
-from typing import Any
-
-from mlflow.entities import Param
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING, Any
 
 from components.search import Dist, grid_values, has_dotted, parse_space, sample
 from components.tracking import environment_tags, flatten
 from components.tracking.mlflow_utils import set_tag
 from pipelines.runtime.errors import UserError
 from pipelines.runtime.tracking import PROJECT_DIR, log_dataset
+
+if TYPE_CHECKING:  # MLflow is imported where it is used
+    from mlflow.tracking import MlflowClient
 
 ATTEMPT_TAG = "raysitter.trial"
 
@@ -107,6 +107,8 @@ def log_trial_config(client: MlflowClient, run_id: str, values: dict[str, Any], 
 
     public = dict(config)
     public["tracking"] = {**public.get("tracking", {}), "uri": redact(public.get("tracking", {}).get("uri"))}
+    from mlflow.entities import Param
+
     params = [Param(f"search.{k}", str(v)[:6000]) for k, v in flatten(values).items()]
     params += [Param(k, str(v)[:6000]) for k, v in sorted(flatten(public).items())]
     for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
@@ -132,6 +134,8 @@ def run_trial(params: dict[str, Any], stage: dict[str, Any]) -> None:
     trial_id, sweep = ctx.get_trial_id(), stage["sweep"]
     trial = stage["trials"][params["trial"]]
     config = trial["config"]
+    from mlflow.tracking import MlflowClient
+
     client = MlflowClient(sweep["tracking_uri"])
     done = finished_run(client, sweep, trial_id)
     if done is not None:  # finished before an interruption, but Tune had not saved that yet

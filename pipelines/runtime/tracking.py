@@ -8,13 +8,14 @@ from pathlib import Path
 import signal
 import tempfile
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import mlflow
-from mlflow.tracking import MlflowClient
 import yaml
 
 from components.tracking import create_sqlite_store, ensure_experiment, environment_tags, flatten, redact
+
+if TYPE_CHECKING:  # MLflow is imported where it is used: the driver's fit starts without it
+    from mlflow.tracking import MlflowClient
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]  # the project root (pipelines/runtime/ is two below)
 MAX_PARAM_LEN = 6000  # MLflow's limit for a param value is 6000 characters
@@ -47,8 +48,10 @@ class RunTracker:
         public = thaw(config)
         if isinstance(public.get("tracking"), dict):  # credentials in a URI are never logged
             public["tracking"] = {**public["tracking"], "uri": redact(public["tracking"].get("uri"))}
+        from mlflow.entities import Param
+
         params = [
-            mlflow.entities.Param(k, str(v)[:MAX_PARAM_LEN]) for k, v in sorted(flatten(public).items())
+            Param(k, str(v)[:MAX_PARAM_LEN]) for k, v in sorted(flatten(public).items())
         ]
         for i in range(0, len(params), 100):  # MLflow accepts at most 100 params per batch
             self.client.log_batch(self.run_id, params=params[i : i + 100], synchronous=True)
@@ -88,6 +91,8 @@ class RunTracker:
 def open_experiment(uri: str, experiment: str, output_dir: str) -> tuple[MlflowClient, str]:
     """A client of the store and the experiment's id; the first run makes an embedded store,
     its artifacts beside it (`OUTPUT_DIR/mlartifacts`, not ./mlruns)."""
+    from mlflow.tracking import MlflowClient
+
     artifact_root = None
     if uri.startswith("sqlite:///"):
         artifact_root = (Path(output_dir) / "mlartifacts").as_uri()
