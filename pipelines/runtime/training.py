@@ -228,10 +228,14 @@ def fit_and_log(config: dict[str, Any], context: RunContext, key: str, opening: 
         if context.announced_as:
             ray_start.ready.wait()
             if ray_start.error is None:
-                if tracker is not None:
-                    announce.publish(context.announced_as, tracker.run_id)
-                else:
-                    announce.publish_failure(context.announced_as, "the driver could not open the MLflow run (it says why)")
+                try:
+                    if tracker is not None:
+                        announce.publish(context.announced_as, tracker.run_id)
+                    else:
+                        announce.publish_failure(context.announced_as, "the driver could not open the MLflow run (it says why)")
+                except Exception as e:  # Ray's store did not answer: worker 0 gives up waiting after announce.wait's timeout
+                    print(f"raysitter: could not tell worker 0 its MLflow run through Ray ({type(e).__name__}: {e})",
+                          file=sys.stderr, flush=True)
         if tracker is not None and export:  # what the model export needs, loaded while the fit runs
             prepare_model_export()
 
