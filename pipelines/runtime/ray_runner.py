@@ -183,8 +183,7 @@ def init_ray(trainer: dict[str, Any], one_fit: bool = False, decided: Callable[[
 class RayStart:
     """`init_ray` in a thread of its own, started as soon as a command knows it will train: the
     driver imports Ray Train and opens its MLflow run meanwhile (Ray's processes take seconds to
-    come up). `wait`
-    returns once Ray is up and raises what `init_ray` raised.
+    come up). `wait` returns once Ray is up and raises what `init_ray` raised.
 
     A Ray this thread starts lives as long as the thread: Ray starts its processes to be killed
     when their parent dies, and Linux counts the starting *thread* as the parent. So the thread
