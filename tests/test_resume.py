@@ -59,8 +59,13 @@ def test_ctrl_c_marks_the_run_killed_and_resume_continues_it(tmp_path, joined_ra
     assert refusal([resume, "optimizer.lr=0.1"], capsys).count("optimizer.lr=0.1")
     assert key in refusal(["resume=no-such-run"], capsys)  # the known runs are offered
 
-    resumed = subprocess.run([str(BIN / "raysitter"), "train", resume],  # on the session's Ray: resuming needs no Ray of its own
-                             env={**env, **joined_ray}, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    # from another folder, naming the output folder on the command line instead of RAYSITTER_OUTPUT_DIR
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env.pop("RAYSITTER_OUTPUT_DIR")
+    resumed = subprocess.run([str(BIN / "raysitter"), "train", resume, f"output_dir={out}"],  # on the session's Ray:
+                             env={**env, **joined_ray}, cwd=elsewhere, capture_output=True, text=True, timeout=600)  # no Ray of its own
+    assert not (elsewhere / "outputs").exists()
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     at = int(re.search(r"resumed from \S+ at epoch (\d+) \(restart 1\)", resumed.stdout).group(1))
     assert stopped_at <= at <= stopped_at + 1  # epochs are logged before their checkpoint: only one not yet uploaded is redone

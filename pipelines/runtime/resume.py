@@ -20,8 +20,8 @@ from pipelines.runtime.errors import UserError
 from pipelines.runtime.sweep import read_state, write_state
 
 STATE_FILE = "raysitter_run.json"
-# What may change on resume: where it runs, how many failures it may survive.
-RESUME_OVERRIDES = ("resume", "trainer.address", "trainer.max_failures")
+# What may change on resume: where its folder is, where it runs, how many failures it may survive.
+RESUME_OVERRIDES = ("resume", "output_dir", "trainer.address", "trainer.max_failures")
 
 
 def command(pipeline: str, name: str) -> str:
@@ -117,7 +117,7 @@ def load(name: str, output_dir: str, overrides: list[str], current: dict[str, An
                         "pass the name raysitter printed at the run's start, e.g. "
                         f"{'; '.join(command('train', k) for k in known[-5:]) or '(no resumable run there yet)'}; "
                         "set RAYSITTER_OUTPUT_DIR (or output_dir=) to the folder that run used.")
-    changed = [o for o in overrides if not o.lstrip("+~").split("=")[0].startswith(RESUME_OVERRIDES)]
+    changed = [o for o in overrides if o.lstrip("+~").split("=")[0] not in RESUME_OVERRIDES]
     if changed:
         raise UserError("resume", f"continues {name!r} with the configuration it started with, but the command line also "
                         f"changes {' '.join(changed)}.",
@@ -125,10 +125,11 @@ def load(name: str, output_dir: str, overrides: list[str], current: dict[str, An
     state = read(path)
     config, context = state["config"], state["context"]
     given = {o.lstrip("+~").split("=")[0] for o in overrides}
-    for key in RESUME_OVERRIDES[1:]:  # what this command line sets (RAY_ADDRESS counts for the address)
+    for key in RESUME_OVERRIDES[2:]:  # what this command line sets (RAY_ADDRESS counts for the address)
         section, field = key.split(".")
         if key in given or (field == "address" and current[section].get(field)):
             config[section][field] = current[section][field]
+    config["output_dir"] = output_dir  # where its state was found (RAYSITTER_OUTPUT_DIR or output_dir=)
     run_id = context.run_id
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
